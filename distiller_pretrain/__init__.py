@@ -1,0 +1,1 @@
+"""Offline warm-start pipeline for the latent distiller: record -> train (DeepSpeed) -> export."""

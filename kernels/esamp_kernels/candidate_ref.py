@@ -1,0 +1,52 @@
+"""Plain-torch reference of the candidate novelty reweighting (the truth for ``candidate_triton``).
+
+For R rows with up to C candidate token ids each (padded; ``counts[r]`` valid entries per row):
+  dist[r, j] = lm_head_weight[cand_ids[r, j]] . h_hat[r]  (+ lm_head_bias[cand_ids[r, j]])
+  new[r, j]  = (1 + beta[r]) * cand_scaled[r, j] - dist_coef[r] * dist[r, j]     for j < counts[r]
+  new[r, j]  = cand_scaled[r, j]  exactly when beta[r] == 0                      (bit-identity)
+  new[r, j]  = -inf                                                              for j >= counts[r]
+``cand_scaled`` are the LLM's candidate logits already divided by the temperature; ``dist_coef`` is beta
+(tLLM/paper form) or beta / T (the "scaled" temperature form). fp32 accumulation and output.
+Only the C needed LM-head rows are touched: cost never scales with the vocabulary.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+# Rows per gather chunk are chosen so the gathered fp32 rows stay under this many elements (256 MiB): without it,
+# R=128 x C=1024 x H=3584 would materialise ~1.9 GB. Rows are independent, so chunking changes no result.
+_GATHER_CHUNK_ELEMS = 1 << 26
+
+
+def candidate_distiller_logits_ref(h_hat: torch.Tensor, cand_ids: torch.Tensor, lm_head_weight: torch.Tensor,
+                                   lm_head_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """dist [R, C] = W[cand_ids] . h_hat (+ b), fp32."""
+    r, c = cand_ids.shape
+    rows_per_chunk = max(1, _GATHER_CHUNK_ELEMS // max(1, c * lm_head_weight.shape[1]))
+    parts = []
+    for lo in range(0, r, rows_per_chunk):
+        ids = cand_ids[lo:lo + rows_per_chunk]
+        w = lm_head_weight.index_select(0, ids.reshape(-1)).view(*ids.shape, -1).float()  # [r', C, H]
+        parts.append(torch.bmm(w, h_hat[lo:lo + rows_per_chunk].float().unsqueeze(-1)).squeeze(-1))
+    if not parts:  # R == 0
+        parts = [torch.empty((0, c), dtype=torch.float32, device=h_hat.device)]
+    dist = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if lm_head_bias is not None:
+        dist = dist + lm_head_bias.float().index_select(0, cand_ids.reshape(-1)).view(cand_ids.shape)
+    return dist
+
+
+def candidate_novelty_logits_ref(h_hat: torch.Tensor, cand_ids: torch.Tensor, counts: torch.Tensor,
+                                 cand_scaled: torch.Tensor, lm_head_weight: torch.Tensor,
+                                 lm_head_bias: Optional[torch.Tensor], beta: torch.Tensor,
+                                 dist_coef: torch.Tensor) -> torch.Tensor:
+    scaled = cand_scaled.float()
+    dist = candidate_distiller_logits_ref(h_hat, cand_ids, lm_head_weight, lm_head_bias)
+    beta_col = beta.float().unsqueeze(1)
+    new = (1.0 + beta_col) * scaled - dist_coef.float().unsqueeze(1) * dist
+    new = torch.where(beta_col == 0, scaled, new)
+    valid = torch.arange(cand_ids.shape[1], device=cand_ids.device).unsqueeze(0) < counts.unsqueeze(1)
+    return new.masked_fill(~valid, float("-inf"))

@@ -1,0 +1,42 @@
+"""Plain-torch reference of the distiller forward (single slot, and grouped over a slot bank).
+
+The truth for ``grouped_forward_triton``; also the differentiable training path. fp32 accumulation,
+output in the input's dtype. Parameter naming: see ``sglang_esamp.algo.distiller``.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+LN_EPS = 1e-5
+
+
+def distiller_forward_ref(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int, out_ln: bool) -> torch.Tensor:
+    """x [R, H]; params without a slot dimension. Differentiable."""
+    h = x.float()
+    for k in range(blocks):
+        up = params[f"blocks.{k}.up"].float()
+        gate = params[f"blocks.{k}.gate"].float()
+        bias = params[f"blocks.{k}.gate_bias"].float()
+        down = params[f"blocks.{k}.down"].float()
+        h = h + (F.silu(h @ gate + bias) * (h @ up)) @ down
+    if out_ln:
+        h = F.layer_norm(h, (h.shape[-1],), params["out_ln.weight"].float(), params["out_ln.bias"].float(), LN_EPS)
+    return h.to(x.dtype)
+
+
+def grouped_distiller_forward_ref(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, torch.Tensor],
+                                  blocks: int, out_ln: bool) -> torch.Tensor:
+    """x [R, H], slot_ids [R] (int64, each in [0, S)), bank tensors shaped [S, ...] -> [R, H].
+
+    Rows are grouped by slot and each group runs with that slot's weights (no per-row weight copies).
+    Differentiable w.r.t. the bank tensors.
+    """
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    for s in torch.unique(slot_ids).tolist():
+        rows = (slot_ids == s).nonzero(as_tuple=True)[0]
+        slot_params = {name: t[s] for name, t in bank.items()}
+        out = out.index_put((rows,), distiller_forward_ref(x.index_select(0, rows), slot_params, blocks, out_ln).float())
+    return out.to(x.dtype)

@@ -1,0 +1,240 @@
+"""A bank of S distillers stored as ``[S, ...]`` tensors, with per-slot optimizer state and slot lifecycle.
+
+Decisions recorded here (DESIGN §1 gives the loss, the optimizer and the lifecycle):
+  * Training gathers the active slots' parameters into fresh leaf tensors ``[A, ...]`` (A = active slots this
+    step), runs forward/backward/clip/update on those and writes them back with ``index_copy_``: gradients and
+    optimizer math exist only for active slots, so an idle slot is bit-identical before and after a step.
+  * Adam is torch.optim.Adam's exact arithmetic (bias corrections from a per-slot step count), without weight
+    decay; SGD is ``p -= lr * g`` (no momentum). Moments are fp32 whatever the parameter dtype.
+  * Per-slot clipping follows ``clip_grad_norm_``: scale by ``min(1, clip / (norm + 1e-6))``.
+  * A slot whose rows carry non-finite inputs, or whose loss or grad norm is non-finite, is re-initialised (random
+    with a fresh seed, or the warm start) with zeroed optimizer state, is not updated this step, and is counted.
+  * Random init of the k-th slot initialisation draws from a CPU generator seeded ``seed + k``, so a bank run is
+    reproducible and slots do not share draws.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+from esamp_kernels import ops
+from esamp_kernels.grouped_forward_ref import distiller_forward_ref
+
+from .distiller import DistillerShape, check_state_matches, init_params_
+
+CLIP_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    kind: str = "adam"          # adam | sgd
+    lr: float = 4e-4
+    betas: tuple = (0.9, 0.999)
+    eps: float = 1e-4
+    grad_clip: float = 0.5      # 0 disables
+
+
+@dataclass
+class TrainResult:
+    """What one training step did, per active slot (lists aligned with ``slots``)."""
+    slots: List[int] = field(default_factory=list)
+    rows: List[int] = field(default_factory=list)
+    losses: List[float] = field(default_factory=list)          # per-slot loss (NaN/inf where it was non-finite)
+    novelty_sums: List[float] = field(default_factory=list)    # sum over the slot's rows of ||h_tgt - h_hat||
+    grad_norms: List[float] = field(default_factory=list)      # before clipping
+    updated: List[bool] = field(default_factory=list)
+    reset_slots: List[int] = field(default_factory=list)        # re-initialised because of non-finite values
+
+
+class DistillerBank:
+    def __init__(self, shape: DistillerShape, slots: int, optimizer: OptimizerSpec = OptimizerSpec(),
+                 dtype: torch.dtype = torch.float32, device=None, seed: int = 0,
+                 warm_start: Optional[Dict[str, torch.Tensor]] = None):
+        if slots < 1:
+            raise ValueError(f"bank slots must be >= 1, got {slots}")
+        if optimizer.kind not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer.kind!r}")
+        self.shape = shape
+        self.num_slots = slots
+        self.opt = optimizer
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.seed = seed
+        self.warm_start = None
+        if warm_start is not None:
+            check_state_matches(warm_start, shape)
+            self.warm_start = {k: v.detach().float().cpu() for k, v in warm_start.items()}
+        self.params: Dict[str, torch.Tensor] = {
+            name: torch.zeros((slots, *s), dtype=dtype, device=self.device) for name, s in shape.param_shapes().items()}
+        self.exp_avg: Dict[str, torch.Tensor] = {}
+        self.exp_avg_sq: Dict[str, torch.Tensor] = {}
+        if optimizer.kind == "adam":
+            for name, t in self.params.items():
+                self.exp_avg[name] = torch.zeros(t.shape, dtype=torch.float32, device=self.device)
+                self.exp_avg_sq[name] = torch.zeros(t.shape, dtype=torch.float32, device=self.device)
+        self.steps = torch.zeros(slots, dtype=torch.int64, device=self.device)
+        self.active = [False] * slots
+        self._inits = 0           # number of slot initialisations so far (seeds the next random init)
+        self.nan_resets = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def allocate(self) -> Optional[int]:
+        """The lowest free slot, initialised and marked active; None when the bank is full (never raises)."""
+        for s in range(self.num_slots):
+            if not self.active[s]:
+                self.active[s] = True
+                self.init_slot(s)
+                return s
+        return None
+
+    def free(self, slot: int):
+        self._check_slot(slot)
+        self.active[slot] = False
+
+    def init_slot(self, slot: int, state: Optional[Dict[str, torch.Tensor]] = None):
+        """(Re)initialise one slot: from ``state`` (export_state layout), the bank's warm start, or random."""
+        self._check_slot(slot)
+        state = state if state is not None else self.warm_start
+        with torch.no_grad():
+            if state is not None:
+                check_state_matches(state, self.shape)
+                for name, t in self.params.items():
+                    t[slot].copy_(state[name])
+            else:
+                gen = torch.Generator(device="cpu").manual_seed(self.seed + self._inits)
+                init_params_({name: t[slot] for name, t in self.params.items()}, self.shape, gen)
+            for d in (self.exp_avg, self.exp_avg_sq):
+                for t in d.values():
+                    t[slot].zero_()
+            self.steps[slot] = 0
+        self._inits += 1
+
+    def reset_slot(self, slot: int):
+        """Re-initialise after non-finite values; counted."""
+        self.init_slot(slot)
+        self.nan_resets += 1
+
+    @property
+    def occupancy(self) -> int:
+        return sum(self.active)
+
+    def slot_state(self, slot: int) -> Dict[str, torch.Tensor]:
+        """A copy of one slot's parameters in the ``Distiller.export_state()`` layout."""
+        return {name: t[slot].detach().float().cpu().clone() for name, t in self.params.items()}
+
+    # -- memory ---------------------------------------------------------------------------------------------
+    def bytes_per_slot(self) -> int:
+        n = self.shape.num_params()
+        opt = 2 * n * 4 if self.opt.kind == "adam" else 0
+        return n * torch.empty((), dtype=self.dtype).element_size() + opt + 8  # + the step counter
+
+    def total_bytes(self) -> int:
+        return self.bytes_per_slot() * self.num_slots
+
+    def describe_memory(self) -> str:
+        return (f"{self.num_slots} slots x {self.bytes_per_slot() / 2**20:.2f} MiB "
+                f"(params {self.dtype} + {self.opt.kind} state) = {self.total_bytes() / 2**20:.1f} MiB")
+
+    # -- compute --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
+        """h_hat [R, H] for rows ``x`` [R, H] with a slot per row, one batched no-grad forward."""
+        return ops.grouped_distiller_forward(x, slot_ids.to(torch.int64), self.params, self.shape.blocks,
+                                             self.shape.out_ln)
+
+    def train_step(self, src: torch.Tensor, tgt: torch.Tensor, slot_ids: torch.Tensor) -> TrainResult:
+        """One update of every slot that has rows: loss = sum over slots of mean over rows of ||tgt - f(src)||^2."""
+        res = TrainResult()
+        slot_ids = slot_ids.to(torch.int64)
+        if slot_ids.numel() == 0:
+            return res
+        uniq = torch.unique(slot_ids).tolist()
+        for s in uniq:
+            self._check_slot(s)
+            if not self.active[s]:
+                raise ValueError(f"slot {s} is not allocated")
+        row_finite = torch.isfinite(src).all(dim=1) & torch.isfinite(tgt).all(dim=1)
+
+        # leaf copies of the active slots' parameters; local index a <-> slot uniq[a]
+        idx = torch.tensor(uniq, dtype=torch.int64, device=self.device)
+        leaves = {name: t.index_select(0, idx).float().requires_grad_(True) for name, t in self.params.items()}
+        losses, ok = [], []
+        for a, s in enumerate(uniq):
+            rows = (slot_ids == s).nonzero(as_tuple=True)[0]
+            res.slots.append(s)
+            res.rows.append(int(rows.numel()))
+            if not bool(row_finite.index_select(0, rows).all()):
+                res.losses.append(float("nan"))
+                res.novelty_sums.append(float("nan"))
+                losses.append(None)
+                ok.append(False)
+                continue
+            pred = distiller_forward_ref(src.index_select(0, rows).float(), {n: p[a] for n, p in leaves.items()},
+                                         self.shape.blocks, self.shape.out_ln)
+            sq = (tgt.index_select(0, rows).float() - pred).pow(2).sum(dim=1)
+            loss = sq.mean()
+            res.losses.append(float(loss.detach()))
+            res.novelty_sums.append(float(sq.detach().sqrt().sum()))
+            good = bool(torch.isfinite(loss.detach()))
+            losses.append(loss if good else None)
+            ok.append(good)
+
+        finite = [l for l in losses if l is not None]
+        if finite:
+            torch.stack(finite).sum().backward()
+        grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in leaves.items()}
+        norms = torch.zeros(len(uniq), dtype=torch.float32, device=self.device)
+        for g in grads.values():
+            norms += g.reshape(len(uniq), -1).pow(2).sum(dim=1)
+        norms = norms.sqrt()
+        norm_list = norms.tolist()
+        for a in range(len(uniq)):
+            if ok[a] and not torch.isfinite(norms[a]):
+                ok[a] = False
+        res.grad_norms = norm_list
+        res.updated = list(ok)
+
+        upd = [a for a in range(len(uniq)) if ok[a]]
+        if upd:
+            self._apply_update(idx, leaves, grads, norms, upd)
+        for a, s in enumerate(uniq):
+            if not ok[a]:
+                self.reset_slot(s)
+                res.reset_slots.append(s)
+        return res
+
+    @torch.no_grad()
+    def _apply_update(self, idx, leaves, grads, norms, upd: List[int]):
+        a_idx = torch.tensor(upd, dtype=torch.int64, device=self.device)
+        slots = idx.index_select(0, a_idx)
+        if self.opt.grad_clip > 0:
+            coef = (self.opt.grad_clip / (norms.index_select(0, a_idx) + CLIP_EPS)).clamp(max=1.0)
+        else:
+            coef = torch.ones(len(upd), dtype=torch.float32, device=self.device)
+        self.steps.index_add_(0, slots, torch.ones_like(slots))
+        if self.opt.kind == "adam":
+            b1, b2 = self.opt.betas
+            step = self.steps.index_select(0, slots).to(torch.float64)
+            neg_step_size = (-self.opt.lr / (1 - b1 ** step)).to(torch.float32)   # -lr / bias_correction1
+            bc2_sqrt = (1 - b2 ** step).sqrt().to(torch.float32)
+        for name, leaf in leaves.items():
+            p = leaf.detach().index_select(0, a_idx)
+            g = grads[name].index_select(0, a_idx)
+            view = (-1,) + (1,) * (g.dim() - 1)
+            g = g * coef.view(view)
+            if self.opt.kind == "sgd":
+                p = p - self.opt.lr * g
+            else:
+                m = self.exp_avg[name].index_select(0, slots).lerp_(g, 1 - b1)
+                v = self.exp_avg_sq[name].index_select(0, slots).mul_(b2).addcmul_(g, g, value=1 - b2)
+                self.exp_avg[name].index_copy_(0, slots, m)
+                self.exp_avg_sq[name].index_copy_(0, slots, v)
+                denom = (v.sqrt() / bc2_sqrt.view(view)).add_(self.opt.eps)
+                p = p + neg_step_size.view(view) * m / denom
+            self.params[name].index_copy_(0, slots, p.to(self.dtype))
+
+    def _check_slot(self, slot: int):
+        if not 0 <= slot < self.num_slots:
+            raise IndexError(f"slot {slot} out of range [0, {self.num_slots})")

@@ -1,0 +1,222 @@
+"""ESamp configuration: the server-level ``ESampConfig`` and the per-request ``ESampRequest``.
+
+Every knob is named, validated (messages name the field and the allowed range) and printed by ``describe()``.
+Decisions DESIGN.md is silent on:
+  * ``bank_slots`` defaults to 16: the paper preset costs ~16 MB/slot (fp32 params + Adam) at H=576 and ~99 MB/slot
+    at H=3584, so 16 slots stay well under 2 GB on a 7B model; raise it for many concurrent groups.
+  * ``grad_clip`` = 0 disables clipping; ``session_max`` = 0 disables sessions (``esamp.session`` is then ignored
+    and the group's slot is freed at release). ``session_max`` may not exceed ``bank_slots``.
+  * ``width``/``blocks``/``out_ln``/``gate_bias`` are overrides on top of the ``distiller`` preset (None = preset).
+  * ``param_dtype`` is the bank's parameter dtype; Adam moments are always fp32 (bf16 params lose tiny updates).
+  * ``seed`` seeds the per-slot init generators (slot init k of the bank draws from seed + k).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple
+
+import torch
+
+from .distiller import DistillerShape
+from .taps import TAP_PRESETS
+
+DISTILLER_PRESETS = {
+    "paper": dict(blocks=2, width=384, out_ln=False, gate_bias_init=0.0),
+    "tllm": dict(blocks=1, width=64, out_ln=True, gate_bias_init=1.0),
+}
+OPTIMIZERS = ("adam", "sgd")
+GREEDY_MODES = ("skip", "apply")
+TEMPERATURE_FORMS = ("tllm", "scaled")
+TRAIN_ROWS = ("all", "first_per_group")
+PARAM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BETA_MAX = 4.0
+SESSION_KEY_MAX = 256
+
+
+class ESampParamError(ValueError):
+    """A bad ESamp setting; ``field`` names it (e.g. ``esamp.beta``), the message says what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field} {message}")
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_real(field: str, x, lo: float, hi: float, lo_open=False, hi_open=False):
+    if not _is_real(x) or not math.isfinite(x):
+        raise ESampParamError(field, f"must be a finite number, got {x!r}")
+    ok_lo = x > lo if lo_open else x >= lo
+    ok_hi = x < hi if hi_open else x <= hi
+    if not (ok_lo and ok_hi):
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ESampParamError(field, f"must be in {rng}, got {x:g}")
+
+
+def _check_int(field: str, x, lo: int, hi: Optional[int] = None):
+    if not isinstance(x, int) or isinstance(x, bool):
+        raise ESampParamError(field, f"must be an integer, got {x!r}")
+    if x < lo or (hi is not None and x > hi):
+        raise ESampParamError(field, f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {x}")
+
+
+def _check_choice(field: str, x, allowed):
+    if x not in allowed:
+        raise ESampParamError(field, f"must be one of {list(allowed)}, got {x!r}")
+
+
+@dataclass(frozen=True)
+class ESampConfig:
+    """Server-level ESamp settings (DESIGN §1 defaults)."""
+    distiller: str = "paper"               # preset: paper (K2, w384, no LN, bias 0) | tllm (K1, r64, LN, bias 1)
+    width: Optional[int] = None            # overrides of the preset
+    blocks: Optional[int] = None
+    out_ln: Optional[bool] = None
+    gate_bias: Optional[float] = None
+    optimizer: str = "adam"                # adam | sgd (no momentum)
+    lr: float = 4e-4
+    eps: float = 1e-4                      # Adam epsilon
+    betas: Tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.5                 # per-slot grad-norm clip; 0 disables
+    bank_slots: int = 16
+    default_beta: float = 0.25
+    candidate_cap: int = 1024
+    greedy: str = "skip"                   # skip: T=0 rows untouched | apply: argmax over reweighted candidates
+    temperature_form: str = "tllm"         # tllm: (1+b)l/T - b*l_dist | scaled: ((1+b)l - b*l_dist)/T
+    train_rows: str = "all"                # all | first_per_group
+    taps: str = "paper"                    # tap preset (algo.taps)
+    warm_start: Optional[str] = None       # path to a distiller file in the Distiller.export_state() layout
+    session_ttl_s: float = 600.0
+    session_max: int = 4
+    param_dtype: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.betas, list):
+            object.__setattr__(self, "betas", tuple(self.betas))
+        self.validate()
+
+    def validate(self):
+        p = "esamp."
+        _check_choice(p + "distiller", self.distiller, DISTILLER_PRESETS)
+        if self.width is not None:
+            _check_int(p + "width", self.width, 1, 1 << 16)
+        if self.blocks is not None:
+            _check_int(p + "blocks", self.blocks, 1, 16)
+        if self.out_ln is not None and not isinstance(self.out_ln, bool):
+            raise ESampParamError(p + "out_ln", f"must be true, false or null, got {self.out_ln!r}")
+        if self.gate_bias is not None:
+            _check_real(p + "gate_bias", self.gate_bias, -10.0, 10.0)
+        _check_choice(p + "optimizer", self.optimizer, OPTIMIZERS)
+        _check_real(p + "lr", self.lr, 0.0, 1.0, lo_open=True)
+        _check_real(p + "eps", self.eps, 0.0, 1.0, lo_open=True)
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2:
+            raise ESampParamError(p + "betas", f"must be a pair (beta1, beta2), got {self.betas!r}")
+        for i, b in enumerate(self.betas):
+            _check_real(f"{p}betas[{i}]", b, 0.0, 1.0, hi_open=True)
+        _check_real(p + "grad_clip", self.grad_clip, 0.0, 1e6)
+        _check_int(p + "bank_slots", self.bank_slots, 1, 1 << 16)
+        _check_real(p + "default_beta", self.default_beta, 0.0, BETA_MAX)
+        _check_int(p + "candidate_cap", self.candidate_cap, 1, 1 << 20)
+        _check_choice(p + "greedy", self.greedy, GREEDY_MODES)
+        _check_choice(p + "temperature_form", self.temperature_form, TEMPERATURE_FORMS)
+        _check_choice(p + "train_rows", self.train_rows, TRAIN_ROWS)
+        _check_choice(p + "taps", self.taps, TAP_PRESETS)
+        if self.warm_start is not None and (not isinstance(self.warm_start, str) or not self.warm_start):
+            raise ESampParamError(p + "warm_start", f"must be a non-empty path or null, got {self.warm_start!r}")
+        _check_real(p + "session_ttl_s", self.session_ttl_s, 0.0, 1e9, lo_open=True)
+        _check_int(p + "session_max", self.session_max, 0, self.bank_slots)
+        _check_choice(p + "param_dtype", self.param_dtype, PARAM_DTYPES)
+        _check_int(p + "seed", self.seed, 0, (1 << 63) - 1)
+
+    # -- derived --------------------------------------------------------------------------------------------
+    def distiller_shape(self, hidden: int) -> DistillerShape:
+        base = dict(DISTILLER_PRESETS[self.distiller])
+        if self.width is not None:
+            base["width"] = self.width
+        if self.blocks is not None:
+            base["blocks"] = self.blocks
+        if self.out_ln is not None:
+            base["out_ln"] = self.out_ln
+        if self.gate_bias is not None:
+            base["gate_bias_init"] = float(self.gate_bias)
+        return DistillerShape(hidden=hidden, **base)
+
+    @property
+    def torch_param_dtype(self) -> torch.dtype:
+        return PARAM_DTYPES[self.param_dtype]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ESampConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ESampParamError("esamp", f"has unknown keys {unknown}; allowed: {sorted(known)}")
+        return cls(**dict(d))
+
+    def describe(self, hidden: Optional[int] = None, memory: Optional[str] = None) -> str:
+        """A multi-line startup print: every knob, plus the derived distiller shape and bank memory if known."""
+        lines = ["[esamp] configuration:"]
+        for k, v in self.to_dict().items():
+            lines.append(f"[esamp]   {k:<17} = {v}")
+        if hidden is not None:
+            s = self.distiller_shape(hidden)
+            lines.append(f"[esamp]   distiller shape   = {s.to_dict()} ({s.num_params():,} params/slot)")
+        if memory:
+            lines.append(f"[esamp]   bank memory       = {memory}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ESampRequest:
+    """Per-request ESamp parameters (``sampling_params.esamp``)."""
+    enabled: bool = True
+    beta: Optional[float] = None           # None = the server's default_beta
+    session: Optional[str] = None
+
+    def __post_init__(self):
+        f = "esamp."
+        if not isinstance(self.enabled, bool):
+            raise ESampParamError(f + "enabled", f"must be true or false, got {self.enabled!r}")
+        if self.beta is not None:
+            _check_real(f + "beta", self.beta, 0.0, BETA_MAX)
+            object.__setattr__(self, "beta", float(self.beta))
+        if self.session is not None:
+            if not isinstance(self.session, str) or not self.session:
+                raise ESampParamError(f + "session", f"must be a non-empty string, got {self.session!r}")
+            if len(self.session) > SESSION_KEY_MAX:
+                raise ESampParamError(f + "session", f"must be at most {SESSION_KEY_MAX} characters, "
+                                                     f"got {len(self.session)}")
+
+    def effective_beta(self, config: ESampConfig) -> float:
+        """0 when disabled, else the request's beta or the server default."""
+        if not self.enabled:
+            return 0.0
+        return config.default_beta if self.beta is None else self.beta
+
+    @classmethod
+    def parse(cls, value) -> Optional["ESampRequest"]:
+        """``None`` -> None (ESamp off for this request); ``True``/``False``; or a dict of the fields above."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return cls(enabled=value)
+        if isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(k for k in value if k not in known)
+            if unknown:
+                raise ESampParamError("esamp", f"has unknown keys {unknown}; allowed: {sorted(known)}")
+            return cls(**dict(value))
+        raise ESampParamError("esamp", f"must be true, false or an object, got {type(value).__name__}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

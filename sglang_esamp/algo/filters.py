@@ -1,0 +1,65 @@
+"""The LLM's own candidate filter, with SGLang's torch-sampler semantics, on a top-C prefix.
+
+SGLang (pytorch backend) does, per row: ``logits.div_(T)`` in the logits dtype, ``softmax`` over V, sort the probs
+descending, ``cumsum``; zero ranks ``>= top_k``; zero where ``cumsum - p > top_p``; with min-p zero where
+``p < p_max * min_p``; sample from what is left. Greedy requests arrive normalized as T = 1, top_k = 1.
+
+Here: one ``topk(C + 1)`` by scaled logit plus the same softmax over V. Every filter is a prefix of the sorted
+order (top-k trivially; top-p because ``cumsum - p`` is non-decreasing; min-p and ``p > 0`` because the probs are
+non-increasing), so the candidate set is the prefix of length ``count`` = the number of ranks passing all masks.
+``p > 0`` is part of the rule: a token whose prob underflowed to 0 is never sampled by SGLang, so it is no
+candidate here either (the candidate set is exactly the support of SGLang's filtered distribution).
+The extra (C+1)-th column tells whether the filter wanted more than C tokens (``truncated``).
+Ties (equal scaled logits at a filter boundary) may be ordered differently than SGLang's sort; any order is valid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Candidates:
+    ids: torch.Tensor          # [R, K] int64 token ids, sorted by scaled logit descending (K = max count)
+    scaled: torch.Tensor       # [R, K] fp32 temperature-scaled LLM logits of those ids (padding: -inf)
+    counts: torch.Tensor       # [R] int64 valid candidates per row (>= 1)
+    truncated: torch.Tensor    # [R] bool: the filter kept more than the cap; the set was cut to the cap
+
+
+def scale_logits(logits: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
+    """``logits / T`` rounded to the logits dtype, bit-equal to SGLang's in-place ``logits.div_(T)``."""
+    return logits.div(temperatures.reshape(-1, 1).to(torch.float32)).to(logits.dtype)
+
+
+def filter_candidates(scaled: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor, min_ps: torch.Tensor,
+                      cap: int) -> Candidates:
+    """Candidates of each row of temperature-scaled logits ``scaled`` [R, V] (fp32 or bf16).
+
+    top_ks: int [R] (SGLang's TOP_K_ALL = no limit); top_ps, min_ps: float [R] (1.0 / 0.0 = off).
+    """
+    r, v = scaled.shape
+    width = min(cap + 1, v)
+    probs = torch.softmax(scaled, dim=-1)
+    top_scaled, top_ids = torch.topk(scaled, width, dim=-1, sorted=True)
+    top_probs = probs.gather(1, top_ids)
+    csum = torch.cumsum(top_probs, dim=-1)
+
+    rank = torch.arange(width, device=scaled.device).unsqueeze(0)
+    keep = rank < top_ks.reshape(-1, 1).to(torch.int64)
+    # compare against fp32 top_p / min_p thresholds, as SGLang does (its tensors are fp32; bf16 probs promote)
+    keep &= (csum - top_probs) <= top_ps.reshape(-1, 1).to(torch.float32)
+    keep &= top_probs >= top_probs[:, :1] * min_ps.reshape(-1, 1).to(torch.float32)
+    keep &= top_probs > 0
+    keep[:, 0] = True  # the argmax always survives (SGLang: rank 0 passes every mask)
+    # all masks are prefixes of the sorted order; cummin makes that exact even for pathological inputs
+    keep = keep.to(torch.int8).cummin(dim=1).values.bool()
+    wanted = keep.sum(dim=1)
+    counts = wanted.clamp(max=cap)
+    truncated = wanted > cap
+
+    k = int(counts.max().item()) if r else 0
+    ids = top_ids[:, :k]
+    cand = top_scaled[:, :k].float()
+    valid = rank[:, :k] < counts.unsqueeze(1)
+    return Candidates(ids=ids, scaled=cand.masked_fill(~valid, float("-inf")), counts=counts, truncated=truncated)

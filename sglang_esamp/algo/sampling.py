@@ -1,0 +1,106 @@
+"""The ESamp sampling rule: the LLM's own filter, a candidate-only novelty shift, Gumbel-max over the candidates.
+
+Per row r (DESIGN §1): candidates = SGLang's top-k/top-p/min-p filter of ``logits / T`` (``filters``), capped at C;
+for those only ``new = (1+b)*l/T - c*l_dist`` with ``l_dist = W[cand] . h_hat (+ bias)`` and ``c = b`` (``tllm``
+form) or ``b / T`` (``scaled`` form), computed by ``esamp_kernels.ops.candidate_novelty_logits`` (it gathers only
+the needed LM-head rows); the filter is not recomputed; the token is ``argmax(new + g)`` with Gumbel noise g.
+
+Decisions recorded here:
+  * A row is reweighted iff ``beta != 0`` and (it is not greedy or ``greedy="apply"``). Rows that are not
+    reweighted never touch the kernel: their candidate logits are the filter's output, bit for bit, so beta = 0
+    gives the same logits and, for the same noise, the same token as the unmodified rule.
+  * Greedy rows are SGLang's normalized ``top_k <= 1``. ``skip``: the token is ``argmax(logits)`` exactly as SGLang's
+    greedy path. ``apply``: SGLang has already replaced the request's top_k by 1, so the candidates are the row's
+    top-p/min-p filter at T = 1 with no top-k (capped at C), and the token is the argmax of the shifted logits.
+  * Noise is indexed by candidate rank (column j = the j-th best LLM token), so common random numbers across arms
+    and across beta values line up rank for rank. ``noise`` holds standard Gumbel draws [R, >= K]; otherwise they
+    are drawn as ``-log(Exp(1))`` from ``generator``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from esamp_kernels import ops
+
+from .filters import filter_candidates, scale_logits
+
+TOP_K_NONE = 1 << 30  # SGLang's TOP_K_ALL
+
+
+@dataclass
+class SampleOutput:
+    tokens: torch.Tensor        # [R] int64
+    cand_ids: torch.Tensor      # [R, K] int64, rank order (K = max candidate count in the batch)
+    cand_logits: torch.Tensor   # [R, K] fp32, the logits sampled from (shifted on reweighted rows; -inf padding)
+    counts: torch.Tensor        # [R] int64 candidates per row
+    truncated: torch.Tensor     # [R] bool: the filter kept more than C and was cut to C
+    reweighted: torch.Tensor    # [R] bool: the novelty shift was applied
+    greedy: torch.Tensor        # [R] bool
+
+
+def gumbel_noise(shape, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Standard Gumbel draws ``-log(E)``, E ~ Exp(1), fp32."""
+    e = torch.empty(shape, dtype=torch.float32, device=device).exponential_(1.0, generator=generator)
+    return e.clamp_min_(torch.finfo(torch.float32).tiny).log_().neg_()
+
+
+def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
+                 min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor],
+                 lm_head_weight: torch.Tensor, lm_head_bias: Optional[torch.Tensor] = None, *,
+                 candidate_cap: int = 1024, greedy_mode: str = "skip", temperature_form: str = "tllm",
+                 noise: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None) -> SampleOutput:
+    """Sample one token per row of ``logits`` [R, V] under the ESamp rule.
+
+    temperatures/top_ps/min_ps: float [R] (or [R, 1]); top_ks: int [R] (SGLang conventions, greedy = top_k 1);
+    betas: float [R] (0 = unmodified); h_hat: [R, H] predicted final hidden per row, or None (no row reweighted).
+    """
+    if greedy_mode not in ("skip", "apply"):
+        raise ValueError(f"greedy_mode must be 'skip' or 'apply', got {greedy_mode!r}")
+    if temperature_form not in ("tllm", "scaled"):
+        raise ValueError(f"temperature_form must be 'tllm' or 'scaled', got {temperature_form!r}")
+    r = logits.shape[0]
+    dev = logits.device
+    temps = temperatures.reshape(-1).to(torch.float32)
+    top_ks = top_ks.reshape(-1).to(torch.int64)
+    betas = betas.reshape(-1).to(torch.float32)
+    greedy = top_ks <= 1
+    if greedy_mode == "apply":
+        top_ks = torch.where(greedy, torch.full_like(top_ks, TOP_K_NONE), top_ks)
+
+    cands = filter_candidates(scale_logits(logits, temps), top_ks, top_ps.reshape(-1), min_ps.reshape(-1),
+                              candidate_cap)
+    k = cands.ids.shape[1]
+    new = cands.scaled
+    reweight = betas != 0
+    if h_hat is None:
+        reweight = torch.zeros_like(reweight)
+    if greedy_mode == "skip":
+        reweight &= ~greedy
+
+    rows = reweight.nonzero(as_tuple=True)[0]
+    if rows.numel():
+        kr = int(cands.counts.index_select(0, rows).max().item())  # trim to what these rows need
+        b = betas.index_select(0, rows)
+        coef = b if temperature_form == "tllm" else b / temps.index_select(0, rows)
+        shifted = ops.candidate_novelty_logits(
+            h_hat.index_select(0, rows), cands.ids.index_select(0, rows)[:, :kr], cands.counts.index_select(0, rows),
+            cands.scaled.index_select(0, rows)[:, :kr], lm_head_weight, lm_head_bias, b, coef)
+        new = new.clone()
+        new[rows, :kr] = shifted
+
+    if noise is None:
+        g = gumbel_noise((r, k), dev, generator)
+    else:
+        if noise.shape[0] != r or noise.shape[1] < k:
+            raise ValueError(f"noise must be [R={r}, >= {k}], got {tuple(noise.shape)}")
+        g = noise[:, :k].to(device=dev, dtype=torch.float32)
+    pick = torch.where(greedy.unsqueeze(1), new, new + g).argmax(dim=1, keepdim=True)
+    tokens = cands.ids.gather(1, pick).squeeze(1)
+    if greedy_mode == "skip" and bool(greedy.any()):
+        tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)  # SGLang's greedy path, ties included
+    return SampleOutput(tokens=tokens, cand_ids=cands.ids, cand_logits=new, counts=cands.counts,
+                        truncated=cands.truncated, reweighted=reweight, greedy=greedy)

@@ -1,0 +1,100 @@
+"""`--esamp-*` command-line flags, generated from the fields of ``ESampConfig`` so they never drift.
+
+Each field ``foo_bar`` becomes ``--esamp-foo-bar``; values are parsed by the field's default type (bools take
+true/false, pairs take "a,b", optional fields take JSON or a plain string). A bad value is an argparse error that
+names the flag. The resolved config travels to SGLang's scheduler processes in the ``SGLANG_ESAMP_CONFIG``
+environment variable (spawned children inherit it).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from typing import List, Tuple
+
+from ..algo.config import ESampConfig, ESampParamError
+
+ENV_CONFIG = "SGLANG_ESAMP_CONFIG"
+FLAG_PREFIX = "--esamp-"
+
+
+def _flag(name: str) -> str:
+    return FLAG_PREFIX + name.replace("_", "-")
+
+
+def _parse_value(default, text: str):
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        return float(text)
+    if isinstance(default, tuple):
+        return tuple(float(x) for x in text.split(","))
+    if isinstance(default, str):
+        return text
+    try:  # optional fields: JSON (numbers, true/false, null) or a plain string such as a path
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def add_esamp_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("ESamp (Exploratory Sampling)")
+    for f in dataclasses.fields(ESampConfig):
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        group.add_argument(_flag(f.name), dest=f"esamp_{f.name}", default=None, metavar="VALUE",
+                           help=f"(default: {shown})")
+    return group
+
+
+def split_esamp_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
+    """(our --esamp-* tokens, everything else) — the rest goes to SGLang's own parser untouched."""
+    ours, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith(FLAG_PREFIX):
+            ours.append(a)
+            if "=" not in a and i + 1 < len(argv):
+                ours.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return ours, rest
+
+
+def config_from_argv(esamp_argv: List[str], parser: argparse.ArgumentParser) -> ESampConfig:
+    ns, unknown = parser.parse_known_args(esamp_argv)
+    if unknown:
+        parser.error(f"unrecognized ESamp arguments: {' '.join(unknown)}")
+    overrides = {}
+    for f in dataclasses.fields(ESampConfig):
+        raw = getattr(ns, f"esamp_{f.name}")
+        if raw is None:
+            continue
+        try:
+            overrides[f.name] = _parse_value(f.default, raw)
+        except ValueError as e:
+            parser.error(f"{_flag(f.name)}: {e}")
+    try:
+        return ESampConfig(**overrides)
+    except ESampParamError as e:
+        name = e.field.split(".", 1)[-1].split("[", 1)[0]
+        parser.error(f"{_flag(name)}: {e}")
+
+
+def export_config(config: ESampConfig):
+    os.environ[ENV_CONFIG] = json.dumps(dataclasses.asdict(config))
+
+
+def config_from_env() -> ESampConfig:
+    raw = os.environ.get(ENV_CONFIG)
+    return ESampConfig(**json.loads(raw)) if raw else ESampConfig()

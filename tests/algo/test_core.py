@@ -1,0 +1,221 @@
+"""ESampCore: one-step staleness, row handling, group/session lifecycle, counters."""
+import json
+import threading
+
+import pytest
+import torch
+
+from sglang_esamp.algo.bank import DistillerBank, OptimizerSpec
+from sglang_esamp.algo.config import ESampConfig
+from sglang_esamp.algo.core import ESampCore, first_row_per_slot
+from sglang_esamp.algo.distiller import Distiller
+
+H, V = 32, 200
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _core(**kw):
+    clock = kw.pop("clock", None) or FakeClock()
+    cfg = ESampConfig(**{"width": 16, "bank_slots": 4, "session_max": 2, "session_ttl_s": 10.0, **kw})
+    w = torch.randn(V, H, generator=torch.Generator().manual_seed(0)) * 0.3
+    return ESampCore(cfg, H, w, None, "cpu", clock=clock), clock
+
+
+def _rows(r, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(r, H, generator=g), 4 * torch.randn(r, H, generator=g)
+
+
+def test_prediction_is_exactly_one_step_stale():
+    core, _ = _core()
+    slot = core.acquire("g")
+    shadow = Distiller(core.shape)                        # an independent replica trained with torch.optim
+    shadow.load_export_state(core.bank.slot_state(slot))
+    opt = torch.optim.Adam(shadow.parameters(), lr=4e-4, eps=1e-4)
+    ids = torch.full((3,), slot)
+    for t in range(5):
+        src, tgt = _rows(3, t)
+        h_hat = core.predict(src, ids)                    # step t: weights after the update of step t-1
+        torch.testing.assert_close(h_hat, shadow(src).detach(), rtol=1e-5, atol=1e-5)
+        core.train(src, tgt, ids)
+        opt.zero_grad()
+        (tgt - shadow(src)).pow(2).sum(1).mean().backward()
+        torch.nn.utils.clip_grad_norm_(shadow.parameters(), 0.5)
+        opt.step()
+        after = core.predict(src, ids)
+        assert not torch.equal(after, h_hat)                 # the update landed before the next predict
+    assert core.stats()["updates"] == 5
+
+
+def test_rows_without_a_slot_are_ignored():
+    core, _ = _core()
+    a = core.acquire("a")
+    src, tgt = _rows(4, 0)
+    ids = torch.tensor([a, -1, a, -1])
+    h = core.predict(src, ids)
+    assert torch.equal(h[1], torch.zeros(H)) and torch.equal(h[3], torch.zeros(H))
+    torch.testing.assert_close(h[0::2], core.bank.predict(src[0::2], ids[0::2]))
+    core.train(src, tgt, ids)
+    assert core.last_train_result.rows == [2]
+    core.train(src, tgt, torch.full((4,), -1))            # nothing to train: no update, nothing counted
+    assert core.stats()["updates"] == 1
+
+
+def test_first_per_group_trains_one_row_per_slot():
+    core, _ = _core(train_rows="first_per_group")
+    a, b = core.acquire("a"), core.acquire("b")
+    src, tgt = _rows(5, 1)
+    ids = torch.tensor([b, a, a, b, -1])
+    twin = DistillerBank(core.shape, 4, OptimizerSpec(), seed=0)
+    twin.allocate(), twin.allocate()
+    core.train(src, tgt, ids)
+    twin.train_step(src[:2], tgt[:2], ids[:2])
+    assert core.last_train_result.rows == [1, 1]
+    for k in core.bank.params:
+        assert torch.equal(core.bank.params[k], twin.params[k])
+    assert first_row_per_slot(torch.tensor([3, 3, 0, 3, 0, 1])).tolist() == [True, False, True, False, False, True]
+
+
+def test_acquire_release_and_bank_full_fallback():
+    core, _ = _core()
+    slots = [core.acquire(("g", i)) for i in range(4)]
+    assert sorted(slots) == [0, 1, 2, 3]
+    assert core.acquire(("g", 0)) == slots[0]                     # idempotent
+    assert core.acquire("late") is None                            # full: no raise, counted
+    st = core.stats()
+    assert st["bank_full_fallbacks"] == 1 and st["bank_occupancy"] == 4
+    core.release("late")                                           # unknown group: no-op
+    core.release(("g", 2))
+    assert core.stats()["bank_occupancy"] == 3
+    assert core.acquire("late") == slots[2]
+    assert core.group_stats("late")["steps"] == 0
+
+
+def test_session_keeps_its_slot_and_weights_until_ttl():
+    core, clock = _core()
+    s = core.acquire("req1", session="sess")
+    src, tgt = _rows(2, 0)
+    core.train(src, tgt, torch.full((2,), s))
+    trained = core.bank.slot_state(s)
+    core.release("req1")
+    assert core.stats()["bank_occupancy"] == 1                    # kept for the session
+    clock.t = 5.0
+    assert core.acquire("req2", session="sess") == s
+    assert all(torch.equal(trained[k], core.bank.slot_state(s)[k]) for k in trained)
+    assert core.group_stats("req2")["steps"] == 1                  # stats continue across the session
+    core.release("req2")
+    clock.t = 5.0 + 10.5                                           # idle beyond the TTL
+    other = core.acquire("req3")
+    assert core.stats()["sessions_evicted"] == 1
+    assert core.slots.session_slot("sess") is None and other == s  # the slot was freed and reused
+    assert core.group_stats("req3")["steps"] == 0
+
+
+def test_sessions_lru_eviction_and_overflow():
+    core, clock = _core()
+    core.acquire("x", session="s1")
+    clock.t = 1
+    core.acquire("y", session="s2")
+    core.release("x")
+    core.release("y")                                              # s1 is the least recently used
+    clock.t = 2
+    core.acquire("z", session="s3")                                # session_max 2: evicts s1
+    assert core.slots.session_slot("s1") is None and core.slots.session_slot("s2") is not None
+    core.acquire("w", session="s2")
+    core.acquire("v", session="s4")                                # s2, s3 busy: slot yes, session no
+    assert core.stats()["session_overflows"] == 1 and core.slots.session_slot("s4") is None
+    core.acquire("u")
+    assert core.stats()["bank_occupancy"] == 4
+    core.release("z")                                              # s3 idle now
+    assert core.acquire("t") is not None                           # bank full -> evicts idle s3
+    assert core.slots.session_slot("s3") is None
+
+
+def test_sessions_disabled_when_session_max_is_zero():
+    core, _ = _core(session_max=0)
+    core.acquire("a", session="s")
+    core.release("a")
+    assert core.stats()["bank_occupancy"] == 0
+
+
+def test_counters_snapshot_is_json_and_consistent_while_training():
+    core, _ = _core()
+    a = core.acquire("a")
+    stop = threading.Event()
+    seen, errors = [], []
+
+    def reader():
+        while not stop.is_set():
+            try:
+                snap = core.stats()
+                json.dumps(snap)
+                seen.append(snap["updates"])
+            except Exception as e:  # noqa: BLE001 -- any failure fails the test below
+                errors.append(e)
+
+    th = threading.Thread(target=reader)
+    th.start()
+    w = core.lm_head_weight
+    for t in range(20):
+        src, tgt = _rows(3, t)
+        ids = torch.full((3,), a)
+        h_hat = core.predict(src, ids)
+        logits = tgt @ w.T
+        core.sample(logits, torch.ones(3), torch.full((3,), 1 << 30), torch.full((3,), 0.9), torch.zeros(3),
+                    torch.full((3,), 0.25), h_hat, generator=torch.Generator().manual_seed(t))
+        core.train(src, tgt, ids)
+    stop.set()
+    th.join()
+    assert not errors and seen == sorted(seen)
+    snap = core.stats()
+    assert snap["updates"] == 20 and snap["rows_trained"] == 60 and snap["finite_losses"] == 20
+    assert snap["candidate_rows_reweighted"] == 60 and snap["candidates_per_row_max"] >= 2
+    assert snap["mean_novelty"] > 0 and snap["mean_loss"] > 0 and snap["last_loss"] is not None
+    g = core.group_stats("a")
+    assert g["steps"] == 20 and g["rows_trained"] == 60 and g["mean_novelty"] > 0
+
+
+def test_nan_rows_reset_and_count_through_the_core():
+    core, _ = _core()
+    a, b = core.acquire("a"), core.acquire("b")
+    src, tgt = _rows(4, 0)
+    tgt[0, 0] = float("inf")
+    core.train(src, tgt, torch.tensor([a, b, b, a]))
+    snap = core.stats()
+    assert snap["nan_resets"] == 1 and snap["nonfinite_losses"] == 1 and snap["finite_losses"] == 1
+    assert core.group_stats("a")["nan_resets"] == 1 and core.group_stats("b")["steps"] == 1
+
+
+def test_describe_reports_memory():
+    core, _ = _core()
+    text = core.describe()
+    assert "bank memory" in text and "4 slots" in text
+
+
+def test_warm_start_file_is_loaded(tmp_path):
+    from sglang_esamp.algo.taps import TAP_PRESETS
+    from sglang_esamp.algo.warm_start import WarmStartMismatch, save_warm_start
+
+    core, _ = _core()
+    d = Distiller(core.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        d.params["blocks__0__down"].normal_()
+    path = tmp_path / "warm.safetensors"
+    meta = {"model": {"model_id": "test", "config_sha256": "0"}, "taps": {"preset": "paper",
+            **TAP_PRESETS["paper"].to_dict()}, "shape": core.shape.to_dict(), "preset": "paper"}
+    save_warm_start(path, d.export_state(), meta)
+    warm, _ = _core(warm_start=str(path))
+    s = warm.acquire("g")
+    x, _ = _rows(3, 0)
+    torch.testing.assert_close(warm.predict(x, torch.full((3,), s)), d(x).detach())
+    with pytest.raises(WarmStartMismatch, match="shape.width"):
+        _core(warm_start=str(path), width=8)
+    with pytest.raises(WarmStartMismatch, match="taps.source"):
+        _core(warm_start=str(path), taps="tllm")
