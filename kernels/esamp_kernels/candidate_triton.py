@@ -65,6 +65,10 @@ def _candidate_novelty_kernel(
     tl.store(out_ptr + row * stride_o_r + c_offs * stride_o_c, new, mask=c_offs < C)
 
 
+# Decided when the kernel was decorated (TRITON_INTERPRET at import), not by the env at call time.
+_INTERPRETED = not isinstance(_candidate_novelty_kernel, triton.runtime.JITFunction)
+
+
 def unsupported_reason(h_hat: torch.Tensor, cand_ids: torch.Tensor, counts: torch.Tensor, cand_scaled: torch.Tensor,
                        lm_head_weight: torch.Tensor, lm_head_bias: Optional[torch.Tensor], beta: torch.Tensor,
                        dist_coef: torch.Tensor) -> Optional[str]:
@@ -74,6 +78,8 @@ def unsupported_reason(h_hat: torch.Tensor, cand_ids: torch.Tensor, counts: torc
         tensors.append(lm_head_bias)
     if not same_device(tensors):
         return "tensors are on different devices"
+    if h_hat.device.type != "cuda" and not _INTERPRETED:
+        return "non-CUDA tensors need the kernels built for the interpreter (TRITON_INTERPRET=1 before import)"
     if h_hat.dim() != 2 or cand_ids.dim() != 2 or cand_scaled.dim() != 2 or lm_head_weight.dim() != 2:
         return "h_hat, cand_ids, cand_scaled and lm_head_weight must be 2-D"
     r, h = h_hat.shape
@@ -87,7 +93,7 @@ def unsupported_reason(h_hat: torch.Tensor, cand_ids: torch.Tensor, counts: torc
         return "lm_head_bias must be [V]"
     if cand_ids.dtype not in INDEX_DTYPES or counts.dtype not in INDEX_DTYPES:
         return "cand_ids and counts must be int32 or int64"
-    floats = [h_hat, cand_scaled, lm_head_weight, beta, dist_coef] + ([lm_head_bias] if lm_head_bias is not None else [])
+    floats = [h_hat, cand_scaled, lm_head_weight, beta, dist_coef] + tensors[7:]  # + the bias, if any
     if any(t.dtype not in FLOAT_DTYPES for t in floats):
         return "float inputs must be float32, bfloat16 or float16"
     if r == 0 or c == 0 or h == 0:

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from .grouped_forward_ref import LN_EPS
-from .support import FLOAT_DTYPES, INDEX_DTYPES, interpreting, same_device, sm_count
+from .support import FLOAT_DTYPES, INDEX_DTYPES, same_device, sm_count
 
 BLOCK_R = 16  # rows per tile: the smallest tile tl.dot accepts; decode batches are small
 
@@ -199,6 +199,10 @@ def _layer_norm_kernel(
     tl.store(out_ptr + row * stride_out_r + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+# Decided when the kernels were decorated (TRITON_INTERPRET at import), not by the env at call time.
+_INTERPRETED = not isinstance(_gate_up_kernel, triton.runtime.JITFunction)
+
+
 def unsupported_reason(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, torch.Tensor], blocks: int,
                        out_ln: bool) -> Optional[str]:
     """Why this call cannot run the kernels (decided from shapes/dtypes/devices/autograd only), or None."""
@@ -220,6 +224,8 @@ def unsupported_reason(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, 
     tensors = [bank[n] for n in names]
     if not same_device([x, slot_ids] + tensors):
         return "tensors are on different devices"
+    if x.device.type != "cuda" and not _INTERPRETED:
+        return "non-CUDA tensors need the kernels built for the interpreter (TRITON_INTERPRET=1 before import)"
     if torch.is_grad_enabled() and any(t.requires_grad for t in [x] + tensors):
         return "autograd is recording (the kernels are forward-only)"
     if any(t.dtype not in FLOAT_DTYPES for t in tensors):
@@ -236,7 +242,8 @@ def unsupported_reason(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, 
             return f"blocks.{k}: up, gate and down must share one dtype"
     if out_ln:
         lw, lb = bank["out_ln.weight"], bank["out_ln.bias"]
-        if lw.dim() != 2 or lw.shape[1] != h or tuple(lb.shape) != tuple(lw.shape) or (s is not None and lw.shape[0] != s):
+        slots_ok = s is None or lw.shape[0] == s
+        if lw.dim() != 2 or lw.shape[1] != h or tuple(lb.shape) != tuple(lw.shape) or not slots_ok:
             return "out_ln.weight/bias must be [S, H]"
         if h > _MAX_LN_HIDDEN:
             return f"output LayerNorm supports H <= {_MAX_LN_HIDDEN}"
@@ -264,7 +271,7 @@ def grouped_distiller_forward_triton(x: torch.Tensor, slot_ids: torch.Tensor, ba
     """
     r, h = x.shape
     dev = x.device
-    t = tiles or (INTERPRETER_TILES if interpreting() else GPU_TILES)
+    t = tiles or (INTERPRETER_TILES if _INTERPRETED else GPU_TILES)
     n_tiles = triton.cdiv(r, BLOCK_R)
     if sort_rows is None:
         sort_rows = n_tiles > 1
@@ -283,8 +290,8 @@ def grouped_distiller_forward_triton(x: torch.Tensor, slot_ids: torch.Tensor, ba
         gpart = torch.empty((split, r, width), dtype=torch.float32, device=dev)
         upart = torch.empty_like(gpart)
         # fp32 banks get an exact IEEE dot (tf32 would cost ~1e-3 relative); 16-bit banks use tensor cores.
-        exact = up.dtype == torch.float32 or interpreting()
-        common = dict(HAS_PERM=sort_rows, UPCAST=interpreting(), DOT_PRECISION="ieee" if exact else "tf32",
+        exact = up.dtype == torch.float32 or _INTERPRETED
+        common = dict(HAS_PERM=sort_rows, UPCAST=_INTERPRETED, DOT_PRECISION="ieee" if exact else "tf32",
                       BLOCK_R=BLOCK_R)
         _gate_up_kernel[(n_tiles, w_blocks, split)](
             cur, perm, slot_ids, gate, up, gpart, upart,

@@ -22,6 +22,10 @@ def smollm2():
     return model, tok
 
 
-def chat_ids(tok, text):
-    ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
-    return list(ids["input_ids"] if not isinstance(ids, list) else ids)
+@pytest.fixture(scope="session")
+def chat_ids():
+    """chat_ids(tok, text) -> the prompt token ids of one user turn with the generation prompt."""
+    def make(tok, text):
+        ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        return list(ids["input_ids"] if not isinstance(ids, list) else ids)
+    return make

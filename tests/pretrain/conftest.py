@@ -40,7 +40,7 @@ def train_args(**kw):
     p = build_parser()
     argv = []
     for k, v in kw.items():
-        argv += ["--" + k.replace("_", "-"), str(v)]
+        argv += ["--" + k.replace("_", "-")] + ([] if v is True else [str(v)])
     return resolve_paths(p, p.parse_args(argv + ["--no-progress", "--wandb-project", ""]))
 
 

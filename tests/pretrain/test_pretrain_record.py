@@ -1,5 +1,4 @@
 """record: the stored vectors are what the taps produce, at the right positions; resume and refusal work."""
-import numpy as np
 import pytest
 import torch
 

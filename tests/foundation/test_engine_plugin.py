@@ -1,0 +1,31 @@
+"""The real SGLang Engine on the tiny model, with our plugin loaded in its scheduler process."""
+import os
+
+import pytest
+
+
+@pytest.mark.slow
+def test_engine_runs_and_plugin_reaches_the_scheduler(tiny_model_path, tmp_path, monkeypatch):
+    trace = tmp_path / "trace"
+    monkeypatch.setenv("SGLANG_ESAMP_TRACE_DIR", str(trace))
+    import sglang_esamp
+
+    llm = sglang_esamp.Engine(model_path=tiny_model_path, esamp={"bank_slots": 4}, log_level="error",
+                              max_total_tokens=8192)
+    try:
+        out = llm.generate(["Return the", "The value of"], {"temperature": 0, "max_new_tokens": 6})
+        assert len(out) == 2 and all(o["meta_info"]["completion_tokens"] == 6 for o in out)
+        multi = llm.generate("Return the", {"temperature": 1.0, "max_new_tokens": 5, "n": 3,
+                                            "esamp": {"beta": 0.3}})
+        assert len(multi) == 3
+        groups = {o["meta_info"]["esamp"]["group"] for o in multi}
+        assert len(groups) == 1  # the n siblings share one distiller
+        assert all(o["meta_info"]["esamp"]["steps"] > 0 for o in multi)
+        state = llm.get_server_info()["internal_states"][0]["esamp"]
+    finally:
+        llm.shutdown()
+    pids = {int(p.name.split("-")[1].split(".")[0]) for p in trace.glob("plugin-*.txt")}
+    assert os.getpid() in pids                 # this (engine) process
+    assert state["pid"] in pids and state["pid"] != os.getpid()  # the scheduler registered it and serves ESamp
+    assert len(pids) >= 3                      # + the detokenizer
+    assert state["counters"]["updates"] > 0 and state["counters"]["bank_occupancy"] == 0
