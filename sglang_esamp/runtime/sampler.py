@@ -18,6 +18,8 @@ from typing import Optional
 import torch
 from sglang.srt.layers.sampler import Sampler
 
+from . import step_trace
+
 STEP_ATTR = "_esamp_step"
 
 
@@ -27,6 +29,8 @@ class SamplerStep:
     betas: torch.Tensor          # [R] fp32
     h_hat: torch.Tensor          # [R, H] predicted final hidden (weights after the previous update)
     core: object                 # ESampCore
+    rids: Optional[list] = None  # request ids and groups of the rows (for the optional step trace)
+    groups: Optional[list] = None
     snapshot: Optional[torch.Tensor] = None
     sampled: bool = False
 
@@ -50,5 +54,7 @@ class ESampSampler(Sampler):
                                pick(sampling_info.top_ps), pick(sampling_info.min_ps), step.betas, step.h_hat)
         ids = ids.clone()
         ids[rows] = out.tokens.to(ids.dtype)
+        if step.rids is not None:
+            step_trace.write(step.rids, step.groups, out)
         step.sampled = True
         return ids, capture

@@ -18,6 +18,7 @@ from typing import List
 
 import torch
 
+from . import step_trace
 from .runtime import current_runtime
 from .sampler import STEP_ATTR, SamplerStep
 from .taps import read_taps
@@ -86,7 +87,11 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
     h_tgt = tgt.index_select(0, plan.rows)
     h_hat = rt.core.predict(h_src, plan.slots)
     sampling_info = forward_batch.sampling_info
-    setattr(sampling_info, STEP_ATTR, SamplerStep(plan.rows, plan.betas, h_hat, rt.core))
+    step = SamplerStep(plan.rows, plan.betas, h_hat, rt.core)
+    if step_trace.enabled():
+        step.rids = [forward_batch.rids[i] for i in plan.rows.tolist()]
+        step.groups = plan.groups
+    setattr(sampling_info, STEP_ATTR, step)
     try:
         next_ids = original(model_runner, logits_output, forward_batch, *args, **kwargs)
     finally:
