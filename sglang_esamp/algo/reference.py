@@ -16,7 +16,8 @@ Decisions recorded here:
   * With ``stop_at_eos`` a sample that produced EOS stops: later tokens are ``pad`` (= EOS), its rows are neither
     sampled nor trained on, like a finished sibling leaving SGLang's running batch.
   * ``esamp=False`` runs the same loop without predict/train (the baseline arm); beta = 0 with ESamp on gives the
-    same tokens (tested).
+    same tokens (tested). ``sharpen_only`` is DESIGN §1's control: the same candidates get ``(1+beta)*l/T`` with
+    no distiller term, separating ESamp's novelty term from its sharpening.
 """
 from __future__ import annotations
 
@@ -82,20 +83,23 @@ class ReferenceDecoder:
 
     def generate(self, prompt_ids: Sequence[int], n: int, max_new_tokens: int, *, beta: float = 0.25,
                  sampling: SamplingSettings = SamplingSettings(), seed: int = 0, esamp: bool = True,
-                 eos_token_id: Optional[int] = None, stop_at_eos: bool = False) -> GenerationResult:
-        """n samples of one prompt; ``esamp=False`` is the baseline (no predict/train, no shift)."""
+                 eos_token_id: Optional[int] = None, stop_at_eos: bool = False,
+                 sharpen_only: bool = False) -> GenerationResult:
+        """n samples of one prompt; ``esamp=False`` is the baseline (no predict/train, no shift);
+        ``sharpen_only`` is the control: ``(1+beta)*l/T`` on the same candidates, no distiller term."""
         return self.generate_groups(prompt_ids, n, max_new_tokens, seeds=[seed], beta=beta, sampling=sampling,
-                                    esamp=esamp, eos_token_id=eos_token_id, stop_at_eos=stop_at_eos)[0]
+                                    esamp=esamp, eos_token_id=eos_token_id, stop_at_eos=stop_at_eos,
+                                    sharpen_only=sharpen_only)[0]
 
     def generate_groups(self, prompt_ids: Sequence[int], n: int, max_new_tokens: int, *, seeds: Sequence[int],
                         beta: float = 0.25, sampling: SamplingSettings = SamplingSettings(), esamp: bool = True,
-                        eos_token_id: Optional[int] = None,
-                        stop_at_eos: bool = False) -> List[GenerationResult]:
+                        eos_token_id: Optional[int] = None, stop_at_eos: bool = False,
+                        sharpen_only: bool = False) -> List[GenerationResult]:
         """Independent groups of n samples of the same prompt, one per seed, each with its own distiller slot and
         noise stream, run as one batch (the CPU forward is memory-bound: G groups cost about as much as one).
         Group g equals ``generate(seed=seeds[g])`` up to batch-size-dependent float rounding of the LLM forward."""
         return self._run(prompt_ids, n, max_new_tokens, beta, sampling, list(seeds), esamp, eos_token_id,
-                         stop_at_eos, forced=None)
+                         stop_at_eos, forced=None, sharpen_only=sharpen_only)
 
     def score_forced(self, prompt_ids: Sequence[int], forced: torch.Tensor, *, beta: float = 0.25,
                      sampling: SamplingSettings = SamplingSettings()) -> GenerationResult:
@@ -110,12 +114,15 @@ class ReferenceDecoder:
             out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
         return out.logits[:, -1, :], cap["source"][:, -1, :], cap["target"][:, -1, :], out.past_key_values
 
-    def _run(self, prompt_ids, n, max_new_tokens, beta, sampling, seeds, esamp, eos_token_id, stop_at_eos, forced):
+    def _run(self, prompt_ids, n, max_new_tokens, beta, sampling, seeds, esamp, eos_token_id, stop_at_eos, forced,
+             sharpen_only=False):
         dev = self.device
         g_count = len(seeds)
         rows = g_count * n                          # row g*n + i = sample i of group g
-        core = ESampCore(self.config, self.hidden, self.lm_head_weight, self.lm_head_bias, dev,
-                         warm_start_state=self.warm_start_state)
+        # the control: h_hat = 0 and no bias make the distiller term vanish, leaving (1+beta)*l/T on the candidates
+        esamp = esamp and not sharpen_only
+        core = ESampCore(self.config, self.hidden, self.lm_head_weight, None if sharpen_only else self.lm_head_bias,
+                         dev, warm_start_state=self.warm_start_state)
         slots = [core.acquire(("reference", g)) if esamp else None for g in range(g_count)]
         if esamp and any(s is None for s in slots):
             raise ValueError(f"{g_count} groups need {g_count} bank slots; config has {self.config.bank_slots}")
@@ -136,7 +143,10 @@ class ReferenceDecoder:
                 logits, h_src, h_tgt, past = self._forward(tokens[-1].unsqueeze(1), past)
             use_esamp = esamp and t > 0            # the first token comes from prefill: never reweighted
             h_hat = core.predict(h_src, slot_ids) if use_esamp else None
-            betas = torch.where(live, step_beta, zero_beta) if use_esamp else zero_beta
+            if sharpen_only and t > 0:
+                h_hat = torch.zeros_like(h_src)
+            shift = use_esamp or (sharpen_only and t > 0)
+            betas = torch.where(live, step_beta, zero_beta) if shift else zero_beta
             noise = torch.cat([gumbel_noise((n, self.config.candidate_cap), "cpu", g) for g in gens]).to(dev)
             out = core.sample(logits.float(), temps, top_ks, top_ps, min_ps, betas, h_hat, noise=noise)
             chosen = out.tokens if forced is None else forced[:, t].to(dev)

@@ -17,6 +17,7 @@ from ..algo.config import ESampConfig
 from ..algo.core import ESampCore
 from ..algo.taps import tap_spec
 from .groups import GroupRegistry
+from .metrics import PrometheusSink
 from .taps import TapSet, UnsupportedModelError
 
 logger = logging.getLogger("sglang_esamp")
@@ -73,6 +74,7 @@ class ESampRuntime:
         self.mixed_batches_skipped = 0
         self.decode_steps = 0
         self.esamp_steps = 0
+        self.metrics = PrometheusSink()
         print(self.core.describe(), file=sys.stderr, flush=True)
 
     def _warm_start_kwargs(self, model_runner) -> dict:

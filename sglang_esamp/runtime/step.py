@@ -100,6 +100,7 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
     with torch.inference_mode(False), torch.enable_grad():
         rt.core.train(h_src.clone(), h_tgt.clone(), plan.slots.clone())
     rt.esamp_steps += 1
+    rt.metrics.maybe_update(rt.snapshot)
     return next_ids
 
 
@@ -110,3 +111,4 @@ def request_left(req) -> None:
     info = getattr(req, "_esamp_info", None)
     if info:
         rt.groups.leave(info)
+        rt.metrics.maybe_update(rt.snapshot, force=True)

@@ -32,18 +32,26 @@ def _rerun_rows(model_dir, recording, spec_name, model_dtype="bfloat16"):
 
 
 def _rel_err(a, b):
-    return float((a.float() - b.float()).norm(dim=-1).max() / b.float().norm(dim=-1).min())
+    """Worst per-row relative L2 error."""
+    return float(((a.float() - b.float()).norm(dim=-1) / b.float().norm(dim=-1)).max())
 
 
-def test_recorded_vectors_are_the_tap_outputs(tiny_model, tiny_recording):
-    pairs, src, tgt = _rerun_rows(tiny_model, tiny_recording, "paper")
-    assert len(pairs["src"]) == 2000
-    # only bf16 batch-vs-single numerics and the fp16 storage rounding separate the two
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_recorded_vectors_are_the_tap_outputs(which, request):
+    if which == "tiny":
+        model, recording = request.getfixturevalue("tiny_model"), request.getfixturevalue("tiny_recording")
+    else:
+        from sglang_esamp.models import resolve_model
+
+        model, recording = resolve_model("smollm2-135m-instruct"), request.getfixturevalue("smollm2_recording")
+    pairs, src, tgt = _rerun_rows(model, recording, "paper")
+    assert len(pairs["src"]) == {"tiny": 2000, "smollm2": 3000}[which]
+    # only bf16 batch-vs-single numerics (30 layers deep for SmolLM2's target) and fp16 storage rounding differ
+    tol = {"tiny": 2e-2, "smollm2": 0.1}[which]
     assert _rel_err(pairs["src"], src) < 2e-2
-    assert _rel_err(pairs["tgt"], tgt) < 2e-2
-    # and the check has teeth: a one-position shift is far off
-    shifted = torch.roll(tgt, 1, 0)
-    assert _rel_err(pairs["tgt"][1:], shifted[1:]) > 0.2
+    assert _rel_err(pairs["tgt"], tgt) < tol
+    # and the check has teeth: a one-row shift is far off
+    assert _rel_err(pairs["tgt"][1:], torch.roll(tgt, 1, 0)[1:]) > 0.5
 
 
 def test_tllm_taps_and_bf16_storage(tiny_model, tmp_path):

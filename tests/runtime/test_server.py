@@ -16,7 +16,7 @@ CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 @pytest.fixture(scope="module")
 def server(smollm2_path, tmp_path_factory):
     d = tmp_path_factory.mktemp("esamp-server")
-    with running_server(["--esamp-bank-slots", "6", "--log-level", "warning"], d / "server.log",
+    with running_server(["--esamp-bank-slots", "6", "--log-level", "warning", "--enable-metrics"], d / "server.log",
                         env_extra={"SGLANG_ESAMP_TRACE_DIR": str(d / "trace")}) as (base, proc):
         yield {"base": base, "proc": proc, "trace": d / "trace", "log": d / "server.log"}
 
@@ -77,6 +77,14 @@ def test_n4_esamp_request_trains_one_shared_distiller(server):
     assert after["finite_losses"] > before.get("finite_losses", 0) and after["nonfinite_losses"] == 0
     assert after["candidate_rows_reweighted"] > before.get("candidate_rows_reweighted", 0)
     assert wait_occupancy_zero(base) == 0
+
+
+def test_prometheus_metrics_expose_the_counters(server):
+    text = requests.get(server["base"] + "/metrics", timeout=30).text
+    lines = [x for x in text.splitlines() if x.startswith("sglang_esamp_updates{")]
+    assert lines, text[-2000:]
+    assert float(lines[0].rsplit(" ", 1)[1]) > 0  # test_n4_esamp_request ran before
+    assert any(x.startswith("sglang_esamp_bank_occupancy{") for x in text.splitlines())
 
 
 def test_openai_routes_accept_esamp_extra_body(server):

@@ -1,0 +1,23 @@
+"""ESamp refuses, with a clear error at startup, a model whose architecture it cannot tap."""
+import types
+
+import pytest
+import torch
+
+from sglang_esamp.algo.config import ESampConfig
+from sglang_esamp.runtime.runtime import attach
+from sglang_esamp.runtime.taps import UnsupportedModelError
+
+
+class NoLayers(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.config = types.SimpleNamespace(hidden_size=8)
+        self.lm_head = torch.nn.Linear(8, 16, bias=False)
+
+
+def test_unsupported_architecture_fails_when_strict_and_serves_without_esamp_otherwise():
+    runner = types.SimpleNamespace(model=NoLayers(), is_draft_worker=False)
+    with pytest.raises(UnsupportedModelError, match="Llama/Qwen2"):
+        attach(runner, ESampConfig(bank_slots=1, session_max=0), strict=True)
+    assert attach(runner, ESampConfig(bank_slots=1, session_max=0), strict=False) is None
