@@ -51,7 +51,22 @@ def parse_args(parser: argparse.ArgumentParser, section: str, argv: Optional[Lis
         unknown = sorted(k for k in defaults if k not in known and k not in shared_unused)
         if unknown:
             parser.error(f"--config {pre.config}: unknown keys in '{section}': {unknown}")
-        parser.set_defaults(**{k: v for k, v in defaults.items() if k in known})
+        actions = {a.dest: a for a in parser._actions}
+        checked = {}
+        for k, v in defaults.items():
+            if k not in known:
+                continue
+            act = actions[k]
+            # argparse neither converts nor checks defaults; YAML reads `1e-3` as a string
+            if act.type is not None and isinstance(v, str):
+                try:
+                    v = act.type(v)
+                except (TypeError, ValueError):
+                    parser.error(f"--config {pre.config}: '{k}: {v}' is not a valid {act.type.__name__}")
+            if act.choices is not None and v not in act.choices:
+                parser.error(f"--config {pre.config}: '{k}: {v}' not in {list(act.choices)}")
+            checked[k] = v
+        parser.set_defaults(**checked)
     args = parser.parse_args(argv)
     for name in required:
         if getattr(args, name) in (None, ""):

@@ -25,7 +25,8 @@ def test_engine_runs_and_plugin_reaches_the_scheduler(tiny_model_path, tmp_path,
     finally:
         llm.shutdown()
     pids = {int(p.name.split("-")[1].split(".")[0]) for p in trace.glob("plugin-*.txt")}
-    assert os.getpid() in pids                 # this (engine) process
-    assert state["pid"] in pids and state["pid"] != os.getpid()  # the scheduler registered it and serves ESamp
-    assert len(pids) >= 3                      # + the detokenizer
+    # the scheduler registered the plugin and serves ESamp; the detokenizer registered it too. (This process
+    # may have loaded plugins before the trace dir was set, when another Engine test ran first.)
+    assert state["pid"] in pids and state["pid"] != os.getpid()
+    assert len(pids - {os.getpid()}) >= 2
     assert state["counters"]["updates"] > 0 and state["counters"]["bank_occupancy"] == 0

@@ -32,6 +32,12 @@ def test_unknown_keys_and_missing_values_name_themselves(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _parse(train, ["--config", str(bad)])
     assert "stepz" in capsys.readouterr().err
+    bad.write_text("train:\n  lr: 1e-3\n  zero_stage: 3\n")
+    with pytest.raises(SystemExit):
+        _parse(train, ["--config", str(bad)])
+    assert "zero_stage: 3" in capsys.readouterr().err
+    bad.write_text("train:\n  lr: 1e-3\n")  # YAML 1.1 reads this as a string; it must still become a float
+    assert _parse(train, ["--config", str(bad)]).lr == 1e-3
     bad.write_text("modle: m\n")
     with pytest.raises(SystemExit, match="modle"):
         _parse(train, ["--config", str(bad)])
