@@ -5,7 +5,8 @@ Decisions DESIGN.md is silent on:
   * ``bank_slots`` defaults to 16: the paper preset costs ~16 MB/slot (fp32 params + Adam) at H=576 and ~99 MB/slot
     at H=3584, so 16 slots stay well under 2 GB on a 7B model; raise it for many concurrent groups.
   * ``grad_clip`` = 0 disables clipping; ``session_max`` = 0 disables sessions (``esamp.session`` is then ignored
-    and the group's slot is freed at release). ``session_max`` may not exceed ``bank_slots``.
+    and the group's slot is freed at release). ``session_max`` may not exceed ``bank_slots``; left unset it is
+    ``min(4, bank_slots)`` so a small bank needs no second flag.
   * ``width``/``blocks``/``out_ln``/``gate_bias`` are overrides on top of the ``distiller`` preset (None = preset).
   * ``param_dtype`` is the bank's parameter dtype; Adam moments are always fp32 (bf16 params lose tiny updates).
   * ``seed`` seeds the per-slot init generators (slot init k of the bank draws from seed + k).
@@ -91,7 +92,7 @@ class ESampConfig:
     taps: str = "paper"                    # tap preset (algo.taps)
     warm_start: Optional[str] = None       # path to a distiller file in the Distiller.export_state() layout
     session_ttl_s: float = 600.0
-    session_max: int = 4
+    session_max: Optional[int] = None      # None = min(4, bank_slots)
     param_dtype: str = "float32"
     seed: int = 0
 
@@ -129,6 +130,8 @@ class ESampConfig:
         if self.warm_start is not None and (not isinstance(self.warm_start, str) or not self.warm_start):
             raise ESampParamError(p + "warm_start", f"must be a non-empty path or null, got {self.warm_start!r}")
         _check_real(p + "session_ttl_s", self.session_ttl_s, 0.0, 1e9, lo_open=True)
+        if self.session_max is None:
+            object.__setattr__(self, "session_max", min(4, self.bank_slots))
         _check_int(p + "session_max", self.session_max, 0, self.bank_slots)
         _check_choice(p + "param_dtype", self.param_dtype, PARAM_DTYPES)
         _check_int(p + "seed", self.seed, 0, (1 << 63) - 1)
