@@ -4,8 +4,10 @@ Decisions recorded here (DESIGN §1 gives the loss, the optimizer and the lifecy
   * Training gathers the active slots' parameters into fresh leaf tensors ``[A, ...]`` (A = active slots this
     step), runs forward/backward/clip/update on those and writes them back with ``index_copy_``: gradients and
     optimizer math exist only for active slots, so an idle slot is bit-identical before and after a step.
-  * Adam is torch.optim.Adam's exact arithmetic (bias corrections from a per-slot step count), without weight
-    decay; SGD is ``p -= lr * g`` (no momentum). Moments are fp32 whatever the parameter dtype.
+  * Adam is torch.optim.Adam's arithmetic (bias corrections from a per-slot step count), without weight decay;
+    with fp32 parameters it runs torch's fused Adam kernel over per-(parameter, slot) views (one pass, ~8x faster
+    on CPU than the explicit ops, which remain for other dtypes and as the tested reference). SGD is
+    ``p -= lr * g`` (no momentum). Moments are fp32 whatever the parameter dtype.
   * Per-slot clipping follows ``clip_grad_norm_``: scale by ``min(1, clip / (norm + 1e-6))``.
   * A slot whose rows carry non-finite inputs, or whose loss or grad norm is non-finite, is re-initialised (random
     with a fresh seed, or the warm start) with zeroed optimizer state, is not updated this step, and is counted.
@@ -51,7 +53,7 @@ class TrainResult:
 class DistillerBank:
     def __init__(self, shape: DistillerShape, slots: int, optimizer: OptimizerSpec = OptimizerSpec(),
                  dtype: torch.dtype = torch.float32, device=None, seed: int = 0,
-                 warm_start: Optional[Dict[str, torch.Tensor]] = None):
+                 warm_start: Optional[Dict[str, torch.Tensor]] = None, fused_adam: bool = True):
         if slots < 1:
             raise ValueError(f"bank slots must be >= 1, got {slots}")
         if optimizer.kind not in ("adam", "sgd"):
@@ -77,6 +79,8 @@ class DistillerBank:
         self.steps = torch.zeros(slots, dtype=torch.int64, device=self.device)
         self.active = [False] * slots
         self._inits = 0           # number of slot initialisations so far (seeds the next random init)
+        # torch's fused Adam kernel needs fp32 params (same dtype as the fp32 moments); else the explicit path
+        self.fused_adam = fused_adam and dtype == torch.float32 and hasattr(torch, "_fused_adam_")
         self.nan_resets = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -160,6 +164,8 @@ class DistillerBank:
         # leaf copies of the active slots' parameters; local index a <-> slot uniq[a]
         idx = torch.tensor(uniq, dtype=torch.int64, device=self.device)
         leaves = {name: t.index_select(0, idx).float().requires_grad_(True) for name, t in self.params.items()}
+        # unbind, not leaf[a]: its backward stacks the per-slot grads once instead of adding A full-size zeros
+        per_slot = {name: leaf.unbind(0) for name, leaf in leaves.items()}
         losses, ok = [], []
         for a, s in enumerate(uniq):
             rows = (slot_ids == s).nonzero(as_tuple=True)[0]
@@ -171,7 +177,7 @@ class DistillerBank:
                 losses.append(None)
                 ok.append(False)
                 continue
-            pred = distiller_forward_ref(src.index_select(0, rows).float(), {n: p[a] for n, p in leaves.items()},
+            pred = distiller_forward_ref(src.index_select(0, rows).float(), {n: p[a] for n, p in per_slot.items()},
                                          self.shape.blocks, self.shape.out_ln)
             sq = (tgt.index_select(0, rows).float() - pred).pow(2).sum(dim=1)
             loss = sq.mean()
@@ -187,7 +193,7 @@ class DistillerBank:
         grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in leaves.items()}
         norms = torch.zeros(len(uniq), dtype=torch.float32, device=self.device)
         for g in grads.values():
-            norms += g.reshape(len(uniq), -1).pow(2).sum(dim=1)
+            norms += torch.linalg.vector_norm(g.reshape(len(uniq), -1), dim=1).square()
         norms = norms.sqrt()
         norm_list = norms.tolist()
         for a in range(len(uniq)):
@@ -207,33 +213,70 @@ class DistillerBank:
 
     @torch.no_grad()
     def _apply_update(self, idx, leaves, grads, norms, upd: List[int]):
+        every = len(upd) == idx.numel()
         a_idx = torch.tensor(upd, dtype=torch.int64, device=self.device)
-        slots = idx.index_select(0, a_idx)
+        slots = idx if every else idx.index_select(0, a_idx)
+        slot_list = slots.tolist()
+        # slots s0..s0+k-1 (the usual case after allocations in order): update the bank in place through views
+        run = slot_list == list(range(slot_list[0], slot_list[0] + len(slot_list)))
+
+        def state(t):
+            return t.narrow(0, slot_list[0], len(slot_list)) if run else t.index_select(0, slots)
+
+        def store(t, value):
+            if run:
+                if value is not None:
+                    t.narrow(0, slot_list[0], len(slot_list)).copy_(value)
+            else:
+                t.index_copy_(0, slots, value)
+
+        norms = norms if every else norms.index_select(0, a_idx)
         if self.opt.grad_clip > 0:
-            coef = (self.opt.grad_clip / (norms.index_select(0, a_idx) + CLIP_EPS)).clamp(max=1.0)
+            coef = (self.opt.grad_clip / (norms + CLIP_EPS)).clamp(max=1.0)
         else:
             coef = torch.ones(len(upd), dtype=torch.float32, device=self.device)
         self.steps.index_add_(0, slots, torch.ones_like(slots))
+        if self.opt.kind == "adam" and self.fused_adam:
+            self._fused_adam(slot_list, slots, {n: (grads[n] if every else grads[n].index_select(0, a_idx))
+                                                for n in leaves}, coef)
+            return
         if self.opt.kind == "adam":
             b1, b2 = self.opt.betas
             step = self.steps.index_select(0, slots).to(torch.float64)
             neg_step_size = (-self.opt.lr / (1 - b1 ** step)).to(torch.float32)   # -lr / bias_correction1
             bc2_sqrt = (1 - b2 ** step).sqrt().to(torch.float32)
         for name, leaf in leaves.items():
-            p = leaf.detach().index_select(0, a_idx)
-            g = grads[name].index_select(0, a_idx)
+            p = leaf.detach() if every else leaf.detach().index_select(0, a_idx)
+            g = grads[name] if every else grads[name].index_select(0, a_idx)
             view = (-1,) + (1,) * (g.dim() - 1)
             g = g * coef.view(view)
             if self.opt.kind == "sgd":
                 p = p - self.opt.lr * g
             else:
-                m = self.exp_avg[name].index_select(0, slots).lerp_(g, 1 - b1)
-                v = self.exp_avg_sq[name].index_select(0, slots).mul_(b2).addcmul_(g, g, value=1 - b2)
-                self.exp_avg[name].index_copy_(0, slots, m)
-                self.exp_avg_sq[name].index_copy_(0, slots, v)
+                m = state(self.exp_avg[name]).lerp_(g, 1 - b1)
+                v = state(self.exp_avg_sq[name]).mul_(b2).addcmul_(g, g, value=1 - b2)
+                store(self.exp_avg[name], None if run else m)
+                store(self.exp_avg_sq[name], None if run else v)
                 denom = (v.sqrt() / bc2_sqrt.view(view)).add_(self.opt.eps)
                 p = p + neg_step_size.view(view) * m / denom
-            self.params[name].index_copy_(0, slots, p.to(self.dtype))
+            store(self.params[name], p.to(self.dtype))
+
+    def _fused_adam(self, slot_list: List[int], slots, grads, coef):
+        """torch's fused Adam kernel (the one behind ``Adam(fused=True)``), one pass over the bank in place;
+        every (parameter, slot) is its own tensor so each slot keeps its own step count."""
+        step_f = self.steps.index_select(0, slots).to(torch.float32)
+        ps, gs, ms, vs, st = [], [], [], [], []
+        for name, g in grads.items():
+            g = g * coef.view((-1,) + (1,) * (g.dim() - 1))
+            for j, s in enumerate(slot_list):
+                ps.append(self.params[name][s])
+                gs.append(g[j])
+                ms.append(self.exp_avg[name][s])
+                vs.append(self.exp_avg_sq[name][s])
+                st.append(step_f[j])
+        b1, b2 = self.opt.betas
+        torch._fused_adam_(ps, gs, ms, vs, [], st, amsgrad=False, lr=self.opt.lr, beta1=b1, beta2=b2,
+                           weight_decay=0.0, eps=self.opt.eps, maximize=False)
 
     def _check_slot(self, slot: int):
         if not 0 <= slot < self.num_slots:

@@ -153,6 +153,8 @@ class ESampCore:
 def first_row_per_slot(slot_ids: torch.Tensor) -> torch.Tensor:
     """Mask of the first row of each distinct slot id."""
     r = slot_ids.numel()
+    if r == 0:
+        return torch.zeros(0, dtype=torch.bool, device=slot_ids.device)
     order = torch.arange(r, device=slot_ids.device)
     first = torch.full((int(slot_ids.max().item()) + 2,), r, dtype=torch.int64, device=slot_ids.device)
     first.scatter_reduce_(0, slot_ids + 1, order, reduce="amin")

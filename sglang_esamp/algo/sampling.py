@@ -98,8 +98,11 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
         if noise.shape[0] != r or noise.shape[1] < k:
             raise ValueError(f"noise must be [R={r}, >= {k}], got {tuple(noise.shape)}")
         g = noise[:, :k].to(device=dev, dtype=torch.float32)
-    pick = torch.where(greedy.unsqueeze(1), new, new + g).argmax(dim=1, keepdim=True)
-    tokens = cands.ids.gather(1, pick).squeeze(1)
+    if r == 0:
+        tokens = torch.empty(0, dtype=torch.int64, device=dev)
+    else:
+        pick = torch.where(greedy.unsqueeze(1), new, new + g).argmax(dim=1, keepdim=True)
+        tokens = cands.ids.gather(1, pick).squeeze(1)
     if greedy_mode == "skip" and bool(greedy.any()):
         tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)  # SGLang's greedy path, ties included
     return SampleOutput(tokens=tokens, cand_ids=cands.ids, cand_logits=new, counts=cands.counts,

@@ -138,3 +138,9 @@ def test_bf16_logits_are_accepted():
     out = esamp_sample(betas=torch.full((R,), 0.25), generator=torch.Generator().manual_seed(0), **x)
     assert out.cand_logits.dtype == torch.float32 and out.tokens.dtype == torch.int64
     assert bool(torch.isfinite(out.cand_logits.gather(1, torch.zeros(R, 1, dtype=torch.long))).all())
+
+
+def test_empty_batch():
+    out = esamp_sample(torch.zeros(0, V), torch.ones(0), torch.ones(0, dtype=torch.long), torch.ones(0),
+                       torch.zeros(0), torch.zeros(0), None, torch.randn(V, H))
+    assert out.tokens.shape == (0,) and out.counts.shape == (0,)

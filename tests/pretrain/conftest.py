@@ -4,9 +4,7 @@ The environment is set before anything imports deepspeed/wandb (see shared/DEEPS
 process, CPU accelerator, W&B disabled and its dirs kept out of $HOME.
 """
 import os
-import sys
 import tempfile
-from pathlib import Path
 
 _tmp = tempfile.mkdtemp(prefix="esamp-pretrain-tests-")
 for k, v in {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "WANDB_MODE": "disabled", "WANDB_SILENT": "true",
@@ -16,32 +14,8 @@ for k, v in {"OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "WANDB_MODE": "dis
 
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO / "distiller_pretrain" / "corpus" / "smollm2_generations.jsonl"
-
-
-def record_args(**kw):
-    """argparse Namespace for record.record() with the CLI's defaults."""
-    from distiller_pretrain.record import build_parser
-
-    argv = []
-    for k, v in kw.items():
-        flag = "--" + k.replace("_", "-")
-        if v is True:
-            argv.append(flag)
-        elif v is not False and v is not None:
-            argv += [flag, str(v)]
-    return build_parser().parse_args(argv + ["--no-progress"])
-
-
-def train_args(**kw):
-    from distiller_pretrain.train import build_parser, resolve_paths
-
-    p = build_parser()
-    argv = []
-    for k, v in kw.items():
-        argv += ["--" + k.replace("_", "-")] + ([] if v is True else [str(v)])
-    return resolve_paths(p, p.parse_args(argv + ["--no-progress", "--wandb-project", ""]))
+# helpers live in pretrain_testutil (a unique module name); re-exported for `from conftest import ...`
+from pretrain_testutil import CORPUS, REPO, python_env, record_args, train_args  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +43,3 @@ def smollm2_recording(tmp_path_factory):
     out = tmp_path_factory.mktemp("rec") / "smollm2"
     record(record_args(model="smollm2-135m-instruct", corpus=CORPUS, out=out, max_rows=3000, batch_size=4))
     return out
-
-
-def python_env():
-    """Environment for child processes: this interpreter's venv, no inherited rendezvous variables."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return env

@@ -1,7 +1,7 @@
 """CLI plumbing: YAML configs as defaults, flags override, errors name the flag or key."""
 import pytest
 
-from conftest import REPO, train_args
+from pretrain_testutil import REPO, train_args
 
 
 def _parse(module, argv):

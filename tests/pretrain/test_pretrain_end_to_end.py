@@ -4,7 +4,9 @@ import json
 import pytest
 import torch
 
-from conftest import train_args
+from pretrain_testutil import train_args
+
+pytestmark = pytest.mark.slow  # the real SmolLM2
 
 
 @pytest.fixture(scope="module")

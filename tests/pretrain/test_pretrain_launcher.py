@@ -5,7 +5,7 @@ import sys
 
 import yaml
 
-from conftest import CORPUS, REPO, python_env
+from pretrain_testutil import CORPUS, REPO, python_env
 
 
 def test_pipeline_with_two_ranks_zero2(tiny_model, tmp_path):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import CORPUS, record_args
+from pretrain_testutil import CORPUS, record_args
 
 
 def _rerun_rows(model_dir, recording, spec_name, model_dtype="bfloat16"):
@@ -46,6 +46,7 @@ def test_recorded_vectors_are_the_tap_outputs(tiny_model, tiny_recording):
     assert _rel_err(pairs["tgt"][1:], torch.roll(tgt, 1, 0)[1:]) > 0.5
 
 
+@pytest.mark.slow  # the real SmolLM2
 def test_smollm2_fp32_recording_matches_the_taps_exactly(tmp_path):
     """The real model in fp32: batched + padded recording vs one-by-one rerun differ only by fp16 storage.
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import requests
 
-from conftest import train_args
+from pretrain_testutil import train_args
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 from tests.server_utils import running_server  # noqa: E402
