@@ -69,12 +69,20 @@ def _compare(a, b, label):
     return mean, se
 
 
+NOT_YET = ("measured on SmolLM2 with a random-init distiller over 32 decode steps: ESamp - plain distinct-2 = "
+           "+0.0030 ± 0.0103 (16 groups, bf16) and -0.0093 ± 0.0067 (24 groups, fp32); ESamp - sharpening control "
+           "+0.0136 ± 0.0094 and +0.0062 ± 0.0041. The claim does not hold at this scale yet (see the issue note); "
+           "strict: the day it holds, this xfail turns red and must be removed.")
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_YET)
 def test_esamp_is_measurably_more_diverse_than_plain_sampling(arms):
     """The paper's claim at this scale; "measurably" = the paired mean gain exceeds two standard errors."""
     mean, se = _compare(arms("esamp"), arms("plain"), "ESamp vs plain sampling")
     assert mean > 2 * se, f"ESamp - plain distinct-2 = {mean:+.4f} ± {se:.4f}: not measurably more diverse"
 
 
+@pytest.mark.xfail(strict=True, reason=NOT_YET)
 def test_esamp_is_measurably_more_diverse_than_its_sharpening_control(arms):
     """The novelty term, not the (1+beta) sharpening, is what ESamp adds: it must beat sharpening alone."""
     mean, se = _compare(arms("esamp"), arms("sharpen"), "ESamp vs sharpening control")
