@@ -81,11 +81,16 @@ class ESampRuntime:
         if self.config.warm_start is None:
             return {}
         from ..algo import warm_start
+        from ..models import model_fingerprint
+        from ..warm_starts import SHIPPED, shipped_path
 
         model_dir = model_runner.model_config.model_path
-        state = warm_start.load_for_server(self.config.warm_start, model_dir=model_dir,
-                                           shape=self.config.distiller_shape(int(model_runner.model.config.hidden_size)),
-                                           taps=tap_spec(self.config.taps))
+        path = self.config.warm_start
+        if path == SHIPPED:
+            path = shipped_path(model_fingerprint(model_dir)["model_id"], self.config.distiller, self.config.taps)
+        shape = self.config.distiller_shape(int(model_runner.model.config.hidden_size))
+        state = warm_start.load_for_server(path, model_dir=model_dir, shape=shape, taps=tap_spec(self.config.taps))
+        print(f"[esamp] warm start: {path}", file=sys.stderr, flush=True)
         return {"warm_start_state": state}
 
     def snapshot(self) -> dict:
