@@ -2,8 +2,9 @@
 
 SGLang runs prometheus_client in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set before the schedulers
 start), and ``/metrics`` in the server process merges every process's samples. So the scheduler only has to set
-gauges: ``sglang_esamp_<counter>`` for every numeric counter of ``ESampRuntime.snapshot()``, labelled by
-``pid`` (one series per scheduler; sum over them for DP). Updates are throttled to one per ``PERIOD_S``.
+gauges: ``sglang_esamp_<counter>`` for every numeric counter of ``ESampRuntime.snapshot()``, in ``livesum`` mode so
+/metrics shows the sum over the live schedulers (the DP total; per-rank values are in /esamp/stats). Updates are
+throttled to one per ``PERIOD_S``.
 """
 from __future__ import annotations
 
@@ -30,15 +31,14 @@ class PrometheusSink:
         from prometheus_client import Gauge
 
         snap = snapshot_fn()
-        pid = str(snap["pid"])
         for name, value in snap["counters"].items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             g = self._gauges.get(name)
             if g is None:
-                g = self._gauges[name] = Gauge(PREFIX + name, f"ESamp {name.replace('_', ' ')}", ["pid"],
-                                               multiprocess_mode="mostrecent")
-            g.labels(pid=pid).set(value)
+                g = self._gauges[name] = Gauge(PREFIX + name, f"ESamp {name.replace('_', ' ')}",
+                                               multiprocess_mode="livesum")
+            g.set(value)
 
 
 def _metrics_enabled() -> bool:

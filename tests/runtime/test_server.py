@@ -1,6 +1,7 @@
 """The real `python -m sglang_esamp.launch_server` on SmolLM2-135M-Instruct (CPU): stock serving and ESamp."""
 import json
 import math
+import re
 import os
 import time
 
@@ -81,10 +82,13 @@ def test_n4_esamp_request_trains_one_shared_distiller(server):
 
 def test_prometheus_metrics_expose_the_counters(server):
     text = requests.get(server["base"] + "/metrics", timeout=30).text
-    lines = [x for x in text.splitlines() if x.startswith("sglang_esamp_updates{")]
-    assert lines, text[-2000:]
-    assert float(lines[0].rsplit(" ", 1)[1]) > 0  # test_n4_esamp_request ran before
-    assert any(x.startswith("sglang_esamp_bank_occupancy{") for x in text.splitlines())
+
+    def samples(name):  # livesum gauges: one series, the sum over live schedulers
+        return [float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if re.match(rf"{name}(\{{.*\}})? ", x)]
+    assert samples("sglang_esamp_updates"), text[-2000:]
+    assert sum(samples("sglang_esamp_updates")) > 0  # test_n4_esamp_request ran before
+    assert sum(samples("sglang_esamp_finite_losses")) > 0
+    assert samples("sglang_esamp_bank_occupancy") == [0.0]
 
 
 def test_openai_routes_accept_esamp_extra_body(server):
