@@ -17,7 +17,8 @@ CHAT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 @pytest.fixture(scope="module")
 def server(smollm2_path, tmp_path_factory):
     d = tmp_path_factory.mktemp("esamp-server")
-    with running_server(["--esamp-bank-slots", "6", "--log-level", "warning", "--enable-metrics"], d / "server.log",
+    with running_server(["--esamp-bank-slots", "6", "--log-level", "warning", "--enable-metrics",
+                         "--esamp-warm-start", "shipped"], d / "server.log",
                         env_extra={"SGLANG_ESAMP_TRACE_DIR": str(d / "trace")}) as (base, proc):
         yield {"base": base, "proc": proc, "trace": d / "trace", "log": d / "server.log"}
 
@@ -74,6 +75,7 @@ def test_n4_esamp_request_trains_one_shared_distiller(server):
     assert all(m["steps"] > 0 and m["rows_trained"] >= m["steps"] for m in metas)
     assert all(m["last_loss"] is not None and math.isfinite(m["last_loss"]) for m in metas)
     after = stats(base)["total"]
+    assert stats(base)["ranks"][0]["config"]["warm_start"] == "shipped"  # the shipped SmolLM2 distiller loaded
     assert after["updates"] > before.get("updates", 0)
     assert after["finite_losses"] > before.get("finite_losses", 0) and after["nonfinite_losses"] == 0
     assert after["candidate_rows_reweighted"] > before.get("candidate_rows_reweighted", 0)
