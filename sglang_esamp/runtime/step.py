@@ -2,7 +2,8 @@
 
 * ``plan_rows`` (after ``ForwardBatch.init_new``, which receives the ScheduleBatch): maps each decode row to its
   request explicitly (``forward_batch.rids[i] == batch.reqs[i].rid`` is checked), joins the request to its group
-  (taking the group's slot at its first decode step) and attaches a ``StepPlan`` to the ForwardBatch. The plan is
+  (taking the group's slot at its first decode step) and attaches a ``StepPlan`` to the step (``taps.step_holder``;
+  without a plan the taps copy nothing). The plan is
   rebuilt every step from the requests themselves, so it cannot drift from SGLang's row order when requests join
   or leave the batch (``filter_batch``/``merge_batch``) -- there is no parallel per-row state to keep in sync.
 * ``sample_step`` (around ``ModelRunner.sample``): predicts ĥ for the plan's rows with the weights after the
@@ -21,9 +22,7 @@ import torch
 from . import step_trace
 from .runtime import current_runtime
 from .sampler import STEP_ATTR, SamplerStep
-from .taps import read_taps
-
-PLAN_ATTR = "_esamp_plan"
+from .taps import PLAN_ATTR, step_holder, take_step_state
 
 
 @dataclass
@@ -45,6 +44,9 @@ def plan_rows(forward_batch, batch) -> None:
         return
     rt.decode_steps += 1
     rt.groups.expire()
+    holder = step_holder(forward_batch)
+    if hasattr(holder, PLAN_ATTR):
+        delattr(holder, PLAN_ATTR)
     rows, slots, betas, groups = [], [], [], []
     rids = forward_batch.rids
     for i, req in enumerate(batch.reqs):
@@ -63,16 +65,17 @@ def plan_rows(forward_batch, batch) -> None:
         groups.append(info.group)
     if rows:
         dev = rt.core.device
-        setattr(forward_batch, PLAN_ATTR, StepPlan(torch.tensor(rows, device=dev), torch.tensor(slots, device=dev),
-                                                   torch.tensor(betas, dtype=torch.float32, device=dev), groups))
+        setattr(holder, PLAN_ATTR, StepPlan(torch.tensor(rows, device=dev), torch.tensor(slots, device=dev),
+                                            torch.tensor(betas, dtype=torch.float32, device=dev), groups))
 
 
 def sample_step(original, model_runner, logits_output, forward_batch, *args, **kwargs):
     rt = current_runtime()
-    plan = getattr(forward_batch, PLAN_ATTR, None)
-    if rt is None or plan is None or model_runner is not rt.model_runner:
+    if rt is None or model_runner is not rt.model_runner:
         return original(model_runner, logits_output, forward_batch, *args, **kwargs)
-    src, tgt = read_taps(forward_batch)
+    plan, src, tgt = take_step_state(forward_batch)
+    if plan is None:
+        return original(model_runner, logits_output, forward_batch, *args, **kwargs)
     if src is None or tgt is None:
         rt.tap_misses += 1
         return original(model_runner, logits_output, forward_batch, *args, **kwargs)

@@ -7,8 +7,8 @@ Tap names (``algo.taps``) resolve to:
                                    would see only its MLP delta: SGLang keeps the residual in the batch).
   ``lm_head_input``             -> a forward pre-hook on ``model.logits_processor``: its ``hidden_states`` argument
                                    is exactly the final-norm vector the LM head multiplies.
-Values are stored on the ForwardBatch they belong to (``_esamp_tap_source`` / ``_esamp_tap_target``), so a step's
-sampler reads its own batch's rows even when SGLang's overlap scheduler interleaves batches. Rows are the batch's
+Values are stored with the step's plan on its SamplingBatchInfo (``step_holder``) and taken off again by the
+sampler step (``take_step_state``), so a step reads its own batch's rows and nothing leaks into a later step. Rows are the batch's
 rows in order (``forward_batch.rids``); the runtime maps them to requests explicitly.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from ..algo.taps import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
 
 ATTR = {"source": "_esamp_tap_source", "target": "_esamp_tap_target"}
+PLAN_ATTR = "_esamp_plan"  # set by runtime.step before the forward: taps copy only when a step has ESamp rows
 
 
 class UnsupportedModelError(RuntimeError):
@@ -35,26 +36,34 @@ def _decoder_layers(model):
     return layers
 
 
-def _store(role: str, forward_batch, value):
-    mode = getattr(forward_batch, "forward_mode", None)
-    if mode is None or not mode.is_decode():
-        return
-    if not isinstance(value, torch.Tensor):
-        raise UnsupportedModelError(f"ESamp tap '{role}' got {type(value).__name__}, not a tensor (quantized "
-                                    "attention input formats are not supported)")
-    setattr(_holder(forward_batch), ATTR[role], value.detach().clone())
-
-
-def _holder(forward_batch):
-    # The model may run on a shallow copy of the ForwardBatch that ModelRunner.sample never sees; both share the
-    # batch's SamplingBatchInfo, which is created per step, so the taps live there.
+def step_holder(forward_batch):
+    """Where a step's ESamp state lives: the batch's SamplingBatchInfo. The model may run on a shallow copy of the
+    ForwardBatch that ModelRunner.sample never sees; both share the SamplingBatchInfo."""
     info = getattr(forward_batch, "sampling_info", None)
     return info if info is not None else forward_batch
 
 
-def read_taps(forward_batch):
-    holder = _holder(forward_batch)
-    return getattr(holder, ATTR["source"], None), getattr(holder, ATTR["target"], None)
+def _store(role: str, forward_batch, value):
+    mode = getattr(forward_batch, "forward_mode", None)
+    if mode is None or not mode.is_decode():
+        return
+    holder = step_holder(forward_batch)
+    if getattr(holder, PLAN_ATTR, None) is None:
+        return  # no ESamp row in this step: keep stock traffic free of copies
+    if not isinstance(value, torch.Tensor):
+        raise UnsupportedModelError(f"ESamp tap '{role}' got {type(value).__name__}, not a tensor (quantized "
+                                    "attention input formats are not supported)")
+    setattr(holder, ATTR[role], value.detach().clone())
+
+
+def take_step_state(forward_batch):
+    """(plan, source, target) of this step, removed from the holder so nothing leaks into a later step."""
+    holder = step_holder(forward_batch)
+    out = tuple(getattr(holder, a, None) for a in (PLAN_ATTR, ATTR["source"], ATTR["target"]))
+    for a in (PLAN_ATTR, ATTR["source"], ATTR["target"]):
+        if hasattr(holder, a):
+            delattr(holder, a)
+    return out
 
 
 class TapSet:
