@@ -2,9 +2,9 @@
 
 SGLang runs prometheus_client in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set before the schedulers
 start), and ``/metrics`` in the server process merges every process's samples. So the scheduler only has to set
-gauges: ``sglang_esamp_<counter>`` for every numeric counter of ``ESampRuntime.snapshot()``, in ``livesum`` mode so
-/metrics shows the sum over the live schedulers (the DP total; per-rank values are in /esamp/stats). Updates are
-throttled to one per ``PERIOD_S``.
+gauges: ``sglang_esamp_<counter>`` for every numeric counter of ``ESampRuntime.snapshot()``, combined over the live
+schedulers as ``aggregation`` says (sums for counts, max for maxima, one series per process for means; per-rank
+values are also in /esamp/stats). Updates are throttled to one per ``PERIOD_S``.
 """
 from __future__ import annotations
 
@@ -13,6 +13,19 @@ import time
 
 PERIOD_S = 0.5
 PREFIX = "sglang_esamp_"
+
+
+def aggregation(name: str) -> str:
+    """How a counter combines over schedulers (DP ranks): "max" for maxima, "per_rank" for means and last
+    values (a sum of means means nothing), "sum" for everything else."""
+    if name.endswith("_max"):
+        return "max"
+    if "mean" in name or name.startswith("last_"):
+        return "per_rank"
+    return "sum"
+
+
+_PROMETHEUS_MODE = {"sum": "livesum", "max": "livemax", "per_rank": "liveall"}
 
 
 class PrometheusSink:
@@ -37,7 +50,7 @@ class PrometheusSink:
             g = self._gauges.get(name)
             if g is None:
                 g = self._gauges[name] = Gauge(PREFIX + name, f"ESamp {name.replace('_', ' ')}",
-                                               multiprocess_mode="livesum")
+                                               multiprocess_mode=_PROMETHEUS_MODE[aggregation(name)])
             g.set(value)
 
 

@@ -32,7 +32,6 @@ class SamplerStep:
     rids: Optional[list] = None  # request ids and groups of the rows (for the optional step trace)
     groups: Optional[list] = None
     snapshot: Optional[torch.Tensor] = None
-    sampled: bool = False
 
 
 class ESampSampler(Sampler):
@@ -56,5 +55,4 @@ class ESampSampler(Sampler):
         ids[rows] = out.tokens.to(ids.dtype)
         if step.rids is not None:
             step_trace.write(step.rids, step.groups, out)
-        step.sampled = True
         return ids, capture

@@ -6,7 +6,6 @@ same ``sampling_params`` as the HTTP server (``{"esamp": {"beta": 0.25}}`` or ``
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Mapping, Optional, Union
 
 from ..algo.config import ESampConfig
@@ -25,6 +24,3 @@ def Engine(model_path: Optional[str] = None, esamp: Union[None, Mapping, ESampCo
         model_path = resolve_model(model_path)
     return sgl.Engine(model_path=model_path, **engine_cpu_defaults(kwargs))
 
-
-def esamp_config_dict(config: ESampConfig) -> dict:
-    return dataclasses.asdict(config)

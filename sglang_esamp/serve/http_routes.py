@@ -14,7 +14,8 @@ import json
 from typing import Any, Callable, Dict, List
 
 from ..algo.config import ESampParamError
-from ..runtime.request_params import ESAMP_KEY, move_esamp_into_custom_params
+from ..runtime.metrics import aggregation
+from ..runtime.request_params import ESAMP_KEY, move_esamp_into_custom_params, validate_custom_params
 
 GENERATE_PATHS = {"/generate"}
 OPENAI_PATHS = {"/v1/completions", "/v1/chat/completions"}
@@ -38,8 +39,6 @@ def rewrite_body(path: str, body: Any) -> Any:
 
 
 def _validate_custom(holder: dict):
-    from ..runtime.request_params import validate_custom_params
-
     custom = holder.get("custom_params")
     if isinstance(custom, dict):
         validate_custom_params(custom)
@@ -101,12 +100,17 @@ def _replay(messages, receive=None):
 
 
 def merge_stats(per_rank: List[Dict]) -> Dict:
-    """Sum numeric counters over DP ranks (means are averaged weighted by nothing: reported per rank too)."""
+    """Counters combined over DP ranks by ``runtime.metrics.aggregation``; means stay per rank only."""
     total: Dict[str, Any] = {}
     for s in per_rank:
         for k, v in (s or {}).get("counters", {}).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            how = aggregation(k)
+            if how == "sum":
                 total[k] = total.get(k, 0) + v
+            elif how == "max":
+                total[k] = max(total.get(k, v), v)
     return total
 
 
