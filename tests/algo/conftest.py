@@ -1,4 +1,4 @@
-"""Fixtures for the algorithm-core tests: one CPU thread, SmolLM2 loaded once (fp32, and a bf16 copy)."""
+"""Fixtures for the algorithm-core tests: one CPU thread, SmolLM2 loaded once (fp32)."""
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -20,15 +20,6 @@ def smollm2():
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     return model, tok
-
-
-@pytest.fixture(scope="session")
-def smollm2_bf16(smollm2):
-    """The same model in bf16 (2-3x faster forwards on this CPU); for the many-row diversity runs."""
-    import copy
-
-    model, tok = smollm2
-    return copy.deepcopy(model).to(torch.bfloat16).eval(), tok
 
 
 @pytest.fixture(scope="session")
