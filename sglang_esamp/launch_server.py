@@ -48,7 +48,8 @@ def main(argv=None):
         return 0
 
     from .serve.cpu_defaults import apply_cpu_defaults
-    from .serve.esamp_args import add_esamp_args, config_from_argv, export_config, split_esamp_argv
+    from .serve.esamp_args import add_esamp_args, config_from_argv, split_esamp_argv
+    from .wire.handoff import export_config
 
     esamp_argv, sglang_argv = split_esamp_argv(argv)
     esamp_parser = argparse.ArgumentParser(prog="python -m sglang_esamp.launch_server", add_help=False)

@@ -22,6 +22,8 @@ from typing import Callable, Dict, List
 
 import torch
 
+from .layout import OUT_LN_BIAS, OUT_LN_WEIGHT, param_shapes
+
 from .bench_report import print_table, save_json, save_plot
 from .candidate_ref import candidate_novelty_logits_ref
 from .grouped_forward_ref import grouped_distiller_forward_ref
@@ -78,13 +80,11 @@ def _candidate_args(rows, cands, head, device, gen):
 
 def _bank(hidden, width, blocks, out_ln, dtype, device, gen):
     bank = {}
-    for k in range(blocks):
-        for name, shape in (("up", (SLOTS, hidden, width)), ("gate", (SLOTS, hidden, width)),
-                            ("gate_bias", (SLOTS, width)), ("down", (SLOTS, width, hidden))):
-            bank[f"blocks.{k}.{name}"] = (torch.randn(shape, generator=gen, device=device) * 0.02).to(dtype)
-    if out_ln:
-        bank["out_ln.weight"] = torch.ones(SLOTS, hidden, device=device, dtype=dtype)
-        bank["out_ln.bias"] = torch.zeros(SLOTS, hidden, device=device, dtype=dtype)
+    for name, shape in param_shapes(hidden, width, blocks, out_ln).items():
+        if name in (OUT_LN_WEIGHT, OUT_LN_BIAS):
+            bank[name] = torch.full((SLOTS, *shape), 1.0 if name == OUT_LN_WEIGHT else 0.0, device=device, dtype=dtype)
+        else:
+            bank[name] = (torch.randn((SLOTS, *shape), generator=gen, device=device) * 0.02).to(dtype)
     return bank
 
 

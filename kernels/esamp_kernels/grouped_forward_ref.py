@@ -1,7 +1,7 @@
 """Plain-torch reference of the distiller forward (single slot, and grouped over a slot bank).
 
 The truth for ``grouped_forward_triton``; also the differentiable training path. fp32 accumulation,
-output in the input's dtype. Parameter naming: see ``sglang_esamp.algo.distiller``.
+output in the input's dtype. Parameter layout: ``layout``.
 """
 from __future__ import annotations
 
@@ -10,20 +10,17 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-LN_EPS = 1e-5
+from .layout import LN_EPS, OUT_LN_BIAS, OUT_LN_WEIGHT, block_names
 
 
 def distiller_forward_ref(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int, out_ln: bool) -> torch.Tensor:
     """x [R, H]; params without a slot dimension. Differentiable."""
     h = x.float()
     for k in range(blocks):
-        up = params[f"blocks.{k}.up"].float()
-        gate = params[f"blocks.{k}.gate"].float()
-        bias = params[f"blocks.{k}.gate_bias"].float()
-        down = params[f"blocks.{k}.down"].float()
+        up, gate, bias, down = (params[n].float() for n in block_names(k))
         h = h + (F.silu(h @ gate + bias) * (h @ up)) @ down
     if out_ln:
-        h = F.layer_norm(h, (h.shape[-1],), params["out_ln.weight"].float(), params["out_ln.bias"].float(), LN_EPS)
+        h = F.layer_norm(h, (h.shape[-1],), params[OUT_LN_WEIGHT].float(), params[OUT_LN_BIAS].float(), LN_EPS)
     return h.to(x.dtype)
 
 

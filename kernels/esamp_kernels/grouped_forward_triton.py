@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .grouped_forward_ref import LN_EPS
+from .layout import LN_EPS, OUT_LN_BIAS, OUT_LN_WEIGHT, block_names, param_names
 from .support import FLOAT_DTYPES, INDEX_DTYPES, same_device, sm_count
 
 BLOCK_R = 16  # rows per tile: the smallest tile tl.dot accepts; decode batches are small
@@ -215,9 +215,7 @@ def unsupported_reason(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, 
     r, h = x.shape
     if r == 0 or h == 0:
         return "empty input"
-    names = [f"blocks.{k}.{p}" for k in range(blocks) for p in ("up", "gate", "gate_bias", "down")]
-    if out_ln:
-        names += ["out_ln.weight", "out_ln.bias"]
+    names = param_names(blocks, out_ln)
     missing = [n for n in names if n not in bank]
     if missing:
         return f"bank lacks {missing}"
@@ -232,7 +230,7 @@ def unsupported_reason(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, 
         return "bank tensors must be float32, bfloat16 or float16"
     s = None
     for k in range(blocks):
-        up, gate, bias, down = (bank[f"blocks.{k}.{p}"] for p in ("up", "gate", "gate_bias", "down"))
+        up, gate, bias, down = (bank[n] for n in block_names(k))
         if up.dim() != 3 or up.shape[1] != h:
             return f"blocks.{k}.up must be [S, H, W] with H = {h}"
         s, _, w = up.shape
@@ -241,7 +239,7 @@ def unsupported_reason(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, 
         if not (up.dtype == gate.dtype == down.dtype):
             return f"blocks.{k}: up, gate and down must share one dtype"
     if out_ln:
-        lw, lb = bank["out_ln.weight"], bank["out_ln.bias"]
+        lw, lb = bank[OUT_LN_WEIGHT], bank[OUT_LN_BIAS]
         slots_ok = s is None or lw.shape[0] == s
         if lw.dim() != 2 or lw.shape[1] != h or tuple(lb.shape) != tuple(lw.shape) or not slots_ok:
             return "out_ln.weight/bias must be [S, H]"
@@ -281,7 +279,7 @@ def grouped_distiller_forward_triton(x: torch.Tensor, slot_ids: torch.Tensor, ba
     resid = torch.empty((r, h), dtype=torch.float32, device=dev) if (blocks > 1 or out_ln) else None
     cur = x
     for k in range(blocks):
-        up, gate, bias, down = (bank[f"blocks.{k}.{p}"] for p in ("up", "gate", "gate_bias", "down"))
+        up, gate, bias, down = (bank[n] for n in block_names(k))
         width = up.shape[2]
         w_blocks = triton.cdiv(width, t.w)
         split = split_k or _split_k(n_tiles, w_blocks, h, dev)
@@ -313,7 +311,7 @@ def grouped_distiller_forward_triton(x: torch.Tensor, slot_ids: torch.Tensor, ba
         cur = out
     if out_ln:
         # The row kernel indexes columns with unit stride; these are small ([S, H] and [R, H]) so copies are cheap.
-        lw, lb = bank["out_ln.weight"].contiguous(), bank["out_ln.bias"].contiguous()
+        lw, lb = bank[OUT_LN_WEIGHT].contiguous(), bank[OUT_LN_BIAS].contiguous()
         src = cur.contiguous()
         _layer_norm_kernel[(r,)](
             src, slot_ids, lw, lb, y, h, LN_EPS,

@@ -50,14 +50,39 @@ class TrainResult:
     reset_slots: List[int] = field(default_factory=list)        # re-initialised because of non-finite values
 
 
+@dataclass(frozen=True)
+class BankMemory:
+    """Bytes of a bank: ``resident`` (parameters, fp32 Adam moments, step counters) is held for the life of the
+    server; a training step adds fp32 leaf copies and gradients of the slots it trains, at most ``peak_extra``."""
+    slots: int
+    per_slot: int
+    peak_extra_per_slot: int
+
+    @property
+    def resident(self) -> int:
+        return self.per_slot * self.slots
+
+    @property
+    def peak(self) -> int:
+        return (self.per_slot + self.peak_extra_per_slot) * self.slots
+
+    def describe(self, dtype, optimizer: str) -> str:
+        return (f"{self.slots} slots x {self.per_slot / 2**20:.2f} MiB (params {dtype} + {optimizer} state) = "
+                f"{self.resident / 2**20:.1f} MiB resident, {self.peak / 2**20:.1f} MiB peak while training")
+
+
+def bank_memory(shape: DistillerShape, slots: int, dtype: torch.dtype, optimizer: str) -> BankMemory:
+    """The one place bank memory is computed (the startup check and the startup print use it)."""
+    n = shape.num_params()
+    elem = torch.empty((), dtype=dtype).element_size()
+    per_slot = n * elem + (2 * n * 4 if optimizer == "adam" else 0) + 8
+    return BankMemory(slots=slots, per_slot=per_slot, peak_extra_per_slot=2 * n * 4)
+
+
 class DistillerBank:
     def __init__(self, shape: DistillerShape, slots: int, optimizer: OptimizerSpec = OptimizerSpec(),
                  dtype: torch.dtype = torch.float32, device=None, seed: int = 0,
                  warm_start: Optional[Dict[str, torch.Tensor]] = None, fused_adam: bool = True):
-        if slots < 1:
-            raise ValueError(f"bank slots must be >= 1, got {slots}")
-        if optimizer.kind not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer.kind!r}")
         self.shape = shape
         self.num_slots = slots
         self.opt = optimizer
@@ -78,29 +103,33 @@ class DistillerBank:
                 self.exp_avg_sq[name] = torch.zeros(t.shape, dtype=torch.float32, device=self.device)
         self.steps = torch.zeros(slots, dtype=torch.int64, device=self.device)
         self.active = [False] * slots
+        self.slot_warm = [False] * slots   # initialised from the warm start (a reset re-initialises the same way)
         self._inits = 0           # number of slot initialisations so far (seeds the next random init)
         # torch's fused Adam kernel needs fp32 params (same dtype as the fp32 moments); else the explicit path
         self.fused_adam = fused_adam and dtype == torch.float32 and hasattr(torch, "_fused_adam_")
-        self.nan_resets = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    def allocate(self) -> Optional[int]:
-        """The lowest free slot, initialised and marked active; None when the bank is full (never raises)."""
+    def acquire(self, warm: bool = True) -> Optional[int]:
+        """The lowest free slot, initialised (from the warm start when the bank has one and ``warm``, else random)
+        and marked active; None when the bank is full (never raises)."""
         for s in range(self.num_slots):
             if not self.active[s]:
                 self.active[s] = True
-                self.init_slot(s)
+                self.init_slot(s, warm=warm)
+                self.slot_warm[s] = warm and self.warm_start is not None
                 return s
         return None
 
-    def free(self, slot: int):
+    def release(self, slot: int):
         self._check_slot(slot)
         self.active[slot] = False
 
-    def init_slot(self, slot: int, state: Optional[Dict[str, torch.Tensor]] = None):
-        """(Re)initialise one slot: from ``state`` (export_state layout), the bank's warm start, or random."""
+    def init_slot(self, slot: int, state: Optional[Dict[str, torch.Tensor]] = None, warm: bool = True):
+        """(Re)initialise one slot: from ``state`` (export_state layout), the bank's warm start (``warm``), or
+        random."""
         self._check_slot(slot)
-        state = state if state is not None else self.warm_start
+        if state is None and warm:
+            state = self.warm_start
         with torch.no_grad():
             if state is not None:
                 check_state_matches(state, self.shape)
@@ -116,9 +145,9 @@ class DistillerBank:
         self._inits += 1
 
     def reset_slot(self, slot: int):
-        """Re-initialise after non-finite values; counted."""
-        self.init_slot(slot)
-        self.nan_resets += 1
+        """Re-initialise after non-finite values, the way the slot was first initialised (counted by the caller
+        from ``TrainResult.reset_slots``)."""
+        self.init_slot(slot, warm=self.slot_warm[slot])
 
     @property
     def occupancy(self) -> int:
@@ -129,17 +158,11 @@ class DistillerBank:
         return {name: t[slot].detach().float().cpu().clone() for name, t in self.params.items()}
 
     # -- memory ---------------------------------------------------------------------------------------------
-    def bytes_per_slot(self) -> int:
-        n = self.shape.num_params()
-        opt = 2 * n * 4 if self.opt.kind == "adam" else 0
-        return n * torch.empty((), dtype=self.dtype).element_size() + opt + 8  # + the step counter
-
-    def total_bytes(self) -> int:
-        return self.bytes_per_slot() * self.num_slots
+    def memory(self) -> "BankMemory":
+        return bank_memory(self.shape, self.num_slots, self.dtype, self.opt.kind)
 
     def describe_memory(self) -> str:
-        return (f"{self.num_slots} slots x {self.bytes_per_slot() / 2**20:.2f} MiB "
-                f"(params {self.dtype} + {self.opt.kind} state) = {self.total_bytes() / 2**20:.1f} MiB")
+        return self.memory().describe(self.dtype, self.opt.kind)
 
     # -- compute --------------------------------------------------------------------------------------------
     @torch.no_grad()

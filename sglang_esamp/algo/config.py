@@ -1,4 +1,4 @@
-"""ESamp configuration: the server-level ``ESampConfig`` and the per-request ``ESampRequest``.
+"""ESamp configuration: the server-level ``ESampConfig`` (the per-request value is ``wire.request.ESampRequest``).
 
 Every knob is named, validated (messages name the field and the allowed range) and printed by ``describe()``.
 Decisions DESIGN.md is silent on:
@@ -31,9 +31,9 @@ OPTIMIZERS = ("adam", "sgd")
 GREEDY_MODES = ("skip", "apply")
 TEMPERATURE_FORMS = ("tllm", "scaled")
 TRAIN_ROWS = ("all", "first_per_group")
+UPDATE_MODES = ("async", "serial")
 PARAM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BETA_MAX = 4.0
-SESSION_KEY_MAX = 256
 
 
 class ESampParamError(ValueError):
@@ -48,7 +48,7 @@ def _is_real(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_real(field: str, x, lo: float, hi: float, lo_open=False, hi_open=False):
+def check_real(field: str, x, lo: float, hi: float, lo_open=False, hi_open=False):
     if not _is_real(x) or not math.isfinite(x):
         raise ESampParamError(field, f"must be a finite number, got {x!r}")
     ok_lo = x > lo if lo_open else x >= lo
@@ -89,12 +89,16 @@ class ESampConfig:
     greedy: str = "skip"                   # skip: T=0 rows untouched | apply: argmax over reweighted candidates
     temperature_form: str = "tllm"         # tllm: (1+b)l/T - b*l_dist | scaled: ((1+b)l - b*l_dist)/T
     train_rows: str = "all"                # all | first_per_group
+    update_mode: str = "async"             # async: overlapped with the step (worker thread / CUDA side stream) | serial
     taps: str = "paper"                    # tap preset (algo.taps)
     warm_start: Optional[str] = None       # path to a distiller file in the Distiller.export_state() layout
     session_ttl_s: float = 600.0
     session_max: Optional[int] = None      # None = min(4, bank_slots)
     param_dtype: str = "float32"
     seed: int = 0
+    max_group_size: int = 4096             # largest esamp.group_size a request may ask for
+    group_linger_s: float = 30.0           # backstop: an incomplete group with no live member is freed after this
+    memory_headroom: float = 0.5           # the bank may take at most this share of the memory free at startup
 
     def __post_init__(self):
         if isinstance(self.betas, list):
@@ -111,30 +115,34 @@ class ESampConfig:
         if self.out_ln is not None and not isinstance(self.out_ln, bool):
             raise ESampParamError(p + "out_ln", f"must be true, false or null, got {self.out_ln!r}")
         if self.gate_bias is not None:
-            _check_real(p + "gate_bias", self.gate_bias, -10.0, 10.0)
+            check_real(p + "gate_bias", self.gate_bias, -10.0, 10.0)
         _check_choice(p + "optimizer", self.optimizer, OPTIMIZERS)
-        _check_real(p + "lr", self.lr, 0.0, 1.0, lo_open=True)
-        _check_real(p + "eps", self.eps, 0.0, 1.0, lo_open=True)
+        check_real(p + "lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_real(p + "eps", self.eps, 0.0, 1.0, lo_open=True)
         if not isinstance(self.betas, tuple) or len(self.betas) != 2:
             raise ESampParamError(p + "betas", f"must be a pair (beta1, beta2), got {self.betas!r}")
         for i, b in enumerate(self.betas):
-            _check_real(f"{p}betas[{i}]", b, 0.0, 1.0, hi_open=True)
-        _check_real(p + "grad_clip", self.grad_clip, 0.0, 1e6)
+            check_real(f"{p}betas[{i}]", b, 0.0, 1.0, hi_open=True)
+        check_real(p + "grad_clip", self.grad_clip, 0.0, 1e6)
         _check_int(p + "bank_slots", self.bank_slots, 1, 1 << 16)
-        _check_real(p + "default_beta", self.default_beta, 0.0, BETA_MAX)
+        check_real(p + "default_beta", self.default_beta, 0.0, BETA_MAX)
         _check_int(p + "candidate_cap", self.candidate_cap, 1, 1 << 20)
         _check_choice(p + "greedy", self.greedy, GREEDY_MODES)
         _check_choice(p + "temperature_form", self.temperature_form, TEMPERATURE_FORMS)
         _check_choice(p + "train_rows", self.train_rows, TRAIN_ROWS)
+        _check_choice(p + "update_mode", self.update_mode, UPDATE_MODES)
         _check_choice(p + "taps", self.taps, TAP_PRESETS)
         if self.warm_start is not None and (not isinstance(self.warm_start, str) or not self.warm_start):
             raise ESampParamError(p + "warm_start", f"must be a non-empty path or null, got {self.warm_start!r}")
-        _check_real(p + "session_ttl_s", self.session_ttl_s, 0.0, 1e9, lo_open=True)
+        check_real(p + "session_ttl_s", self.session_ttl_s, 0.0, 1e9, lo_open=True)
         if self.session_max is None:
             object.__setattr__(self, "session_max", min(4, self.bank_slots))
         _check_int(p + "session_max", self.session_max, 0, self.bank_slots)
         _check_choice(p + "param_dtype", self.param_dtype, PARAM_DTYPES)
         _check_int(p + "seed", self.seed, 0, (1 << 63) - 1)
+        _check_int(p + "max_group_size", self.max_group_size, 1, 1 << 20)
+        check_real(p + "group_linger_s", self.group_linger_s, 0.0, 1e9, lo_open=True)
+        check_real(p + "memory_headroom", self.memory_headroom, 0.0, 1.0, lo_open=True)
 
     # -- derived --------------------------------------------------------------------------------------------
     def distiller_shape(self, hidden: int) -> DistillerShape:
@@ -177,49 +185,3 @@ class ESampConfig:
         if memory:
             lines.append(f"[esamp]   bank memory       = {memory}")
         return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class ESampRequest:
-    """Per-request ESamp parameters (``sampling_params.esamp``)."""
-    enabled: bool = True
-    beta: Optional[float] = None           # None = the server's default_beta
-    session: Optional[str] = None
-
-    def __post_init__(self):
-        f = "esamp."
-        if not isinstance(self.enabled, bool):
-            raise ESampParamError(f + "enabled", f"must be true or false, got {self.enabled!r}")
-        if self.beta is not None:
-            _check_real(f + "beta", self.beta, 0.0, BETA_MAX)
-            object.__setattr__(self, "beta", float(self.beta))
-        if self.session is not None:
-            if not isinstance(self.session, str) or not self.session:
-                raise ESampParamError(f + "session", f"must be a non-empty string, got {self.session!r}")
-            if len(self.session) > SESSION_KEY_MAX:
-                raise ESampParamError(f + "session", f"must be at most {SESSION_KEY_MAX} characters, "
-                                                     f"got {len(self.session)}")
-
-    def effective_beta(self, config: ESampConfig) -> float:
-        """0 when disabled, else the request's beta or the server default."""
-        if not self.enabled:
-            return 0.0
-        return config.default_beta if self.beta is None else self.beta
-
-    @classmethod
-    def parse(cls, value) -> Optional["ESampRequest"]:
-        """``None`` -> None (ESamp off for this request); ``True``/``False``; or a dict of the fields above."""
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            return cls(enabled=value)
-        if isinstance(value, Mapping):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(k for k in value if k not in known)
-            if unknown:
-                raise ESampParamError("esamp", f"has unknown keys {unknown}; allowed: {sorted(known)}")
-            return cls(**dict(value))
-        raise ESampParamError("esamp", f"must be true, false or an object, got {type(value).__name__}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)

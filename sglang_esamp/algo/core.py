@@ -9,10 +9,9 @@ Contract with the caller (the runtime):
   * ``train`` is called once per decode step with that step's rows, after ``sample``.
 
 Staleness (DESIGN §1): the prediction at step t uses the weights after the update of step t-1. The update is
-handed to an ``UpdateRunner``; every reader or writer of the bank (``predict``, ``acquire``, ``release``) first
-calls ``join()``, the single point where a pending update must have finished. Today the runner is synchronous
-(the update runs inside ``train``); a worker thread or a CUDA side stream with an event can replace it without
-touching the callers, and ``join`` is then the wait.
+handed to an update runner (``algo.update_runner``: serial, or a worker thread / CUDA side stream with
+``config.update_mode = "async"``); every reader or writer of the bank (``predict``, ``acquire``, ``release``)
+first calls ``join()``, the single point where a pending update must have finished.
 """
 from __future__ import annotations
 
@@ -26,20 +25,8 @@ from .config import ESampConfig
 from .counters import ESampCounters
 from .sampling import SampleOutput, esamp_sample
 from .slots import SlotLifecycle
+from .update_runner import make_update_runner
 from .warm_start import load_warm_start
-
-
-class SyncUpdateRunner:
-    """Runs an update when submitted; ``join`` has nothing to wait for."""
-
-    def __init__(self):
-        self.last_result = None
-
-    def submit(self, fn: Callable[[], TrainResult]) -> None:
-        self.last_result = fn()
-
-    def join(self) -> None:
-        return None
 
 
 class ESampCore:
@@ -66,24 +53,39 @@ class ESampCore:
                                   device=self.device, seed=config.seed, warm_start=warm_start_state)
         self.counters = ESampCounters(config.bank_slots)
         self.slots = SlotLifecycle(self.bank, self.counters, config.session_ttl_s, config.session_max, clock)
-        self.runner = SyncUpdateRunner()
+        self.runner = make_update_runner(config.update_mode, self.device)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    def acquire(self, group_key: Hashable, session: Optional[str] = None) -> Optional[int]:
-        """Slot for a group (first member admitted); None = bank full, sample this group without ESamp."""
+    def acquire(self, group_key: Hashable, session: Optional[str] = None, warm: bool = True) -> Optional[int]:
+        """Slot for a group (its first member joined); None = bank full, sample this group without ESamp.
+        ``warm``: initialise from the warm start (when there is one), else random."""
         self.join()
-        return self.slots.acquire(group_key, session)
+        return self.slots.acquire(group_key, session, warm)
 
     def release(self, group_key: Hashable) -> None:
-        """The group's last member finished or was aborted."""
+        """The group's last member left (finished or aborted)."""
         self.join()
         self.slots.release(group_key)
+
+    def reset_slots(self, slots) -> None:
+        """Re-initialise slots after a failed step (the way each was first initialised), counted as
+        ``error_resets``; a pending update is waited for (its error, if any, is the one being handled)."""
+        try:
+            self.join()
+        except Exception:
+            pass
+        for s in slots:
+            if self.bank.active[s]:
+                self.bank.reset_slot(s)
+                self.counters.add("error_resets")
 
     def slot_of(self, group_key: Hashable) -> Optional[int]:
         return self.slots.slot_of(group_key)
 
     def group_stats(self, group_key: Hashable) -> Optional[dict]:
-        """Per-group stats for ``meta_info.esamp`` (call before ``release``); None if the group had no slot."""
+        """Per-group stats for ``meta_info.esamp`` (call before ``release``); None if the group had no slot.
+        Joins a pending update first, so a finishing request reports all of its steps."""
+        self.join()
         slot = self.slots.slot_of(group_key)
         return None if slot is None else self.counters.slot_stats(slot)
 
@@ -94,7 +96,15 @@ class ESampCore:
 
     def predict(self, h_src: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
         """h_hat [R, H] for decode rows (no grad, weights after the previous update); zeros where slot < 0."""
+        t0 = time.perf_counter()
         self.join()
+        t1 = time.perf_counter()
+        out = self._predict(h_src, slot_ids)
+        self.counters.add("time_join_wait_s", t1 - t0)
+        self.counters.add("time_predict_s", time.perf_counter() - t1)
+        return out
+
+    def _predict(self, h_src: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
         slot_ids = slot_ids.to(device=h_src.device, dtype=torch.int64)
         has = slot_ids >= 0
         if bool(has.all()):
@@ -107,43 +117,57 @@ class ESampCore:
 
     def sample(self, logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
                min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor], *,
-               noise: Optional[torch.Tensor] = None,
+               novelty: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None) -> SampleOutput:
-        """The ESamp rule (``algo.sampling``) with this server's cap, greedy mode and temperature form."""
+        """The ESamp rule (``algo.sampling``) with this server's cap, greedy mode and temperature form (timed).
+        ``novelty`` [R] (1/0): 0 rows get the sharpening control (no distiller term)."""
+        phase_s = {}
         out = esamp_sample(logits, temperatures, top_ks, top_ps, min_ps, betas, h_hat, self.lm_head_weight,
                            self.lm_head_bias, candidate_cap=self.config.candidate_cap,
                            greedy_mode=self.config.greedy, temperature_form=self.config.temperature_form,
-                           noise=noise, generator=generator)
+                           novelty=novelty, noise=noise, generator=generator, phase_s=phase_s)
         self.counters.record_sample(out)
+        for name, dt in phase_s.items():
+            self.counters.add(f"time_{name}_s", dt)
         return out
 
     def train(self, h_src: torch.Tensor, h_tgt: torch.Tensor, slot_ids: torch.Tensor) -> None:
         """Submit this step's update (one per decode step); rows with slot < 0 are ignored.
 
-        With ``train_rows="first_per_group"`` only the first row of each slot is used. The result is available
-        as ``last_train_result`` after ``join()``.
+        With ``train_rows="first_per_group"`` only the first row of each slot is used. The caller hands over the
+        tensors (they must not change until the next ``join``); row selection and every host read happen inside
+        the update, off the caller's path. The result is ``last_train_result``.
         """
-        slot_ids = slot_ids.to(device=h_src.device, dtype=torch.int64)
-        keep = slot_ids >= 0
-        if self.config.train_rows == "first_per_group":
-            keep &= first_row_per_slot(slot_ids)
-        rows = keep.nonzero(as_tuple=True)[0]
-        if rows.numel() == 0:
-            return
-        src, tgt, sid = h_src.index_select(0, rows), h_tgt.index_select(0, rows), slot_ids.index_select(0, rows)
+        first_only = self.config.train_rows == "first_per_group"
 
         def update():
-            result = self.bank.train_step(src, tgt, sid)
+            sid = slot_ids.to(device=h_src.device, dtype=torch.int64)
+            keep = sid >= 0
+            if first_only:
+                keep &= first_row_per_slot(sid)
+            rows = keep.nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                return None
+            t0 = time.perf_counter()
+            result = self.bank.train_step(h_src.index_select(0, rows), h_tgt.index_select(0, rows),
+                                          sid.index_select(0, rows))
             self.counters.record_train(result)
+            self.counters.add("time_update_s", time.perf_counter() - t0)
             return result
+        t0 = time.perf_counter()
         self.runner.submit(update)
+        self.counters.add("time_submit_s", time.perf_counter() - t0)
 
     @property
     def last_train_result(self) -> Optional[TrainResult]:
+        self.join()
         return self.runner.last_result
 
     # -- reporting ------------------------------------------------------------------------------------------
     def stats(self) -> dict:
+        """The counters after any pending update (the scheduler's periodic snapshot reads ``counters`` directly,
+        without waiting)."""
+        self.join()
         return self.counters.snapshot()
 
     def describe(self) -> str:

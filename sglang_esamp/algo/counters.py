@@ -1,17 +1,79 @@
-"""ESamp's functional counters (a run with zero updates is a bug, not a fast run) and per-slot stats.
+"""ESamp's counters: one registry in which every counter declares how it combines across ranks, plus per-slot
+stats (what a request reports as ``meta_info.esamp``).
 
-One lock guards every field: the step updates them, a stats endpoint may call ``snapshot()`` at any time and gets
-a consistent JSON-ready dict. Per-slot stats are what the runtime returns as ``meta_info.esamp``; they are reset
-when a slot is (re)assigned to a group, so they describe that group (or session) only.
-Means are running means over all events since start: ``mean_loss`` over finite per-slot losses,
-``mean_novelty`` over trained rows (``||h_tgt - h_hat||`` with the weights used to predict that row).
+A run with zero updates is a bug, not a fast run: these counters prove work happened and are checked in tests.
+``CounterRegistry`` holds named numbers under one lock; each is declared once with its combine mode
+(``wire.stats``: ``sum`` for counts and occupancy, ``max`` for maxima, ``per_rank`` for means and last values), and
+``snapshot()`` / ``combine()`` are what ``/esamp/stats`` and ``/metrics`` read -- nothing is guessed from a name.
+``ESampCounters`` declares the algorithm's counters and records them; the runtime declares its own (tap misses,
+decode steps, groups) on the same registry. Per-slot stats are reset when a slot is (re)assigned to a group, so
+they describe that group (or session) only. Means are over all events since start.
 """
 from __future__ import annotations
 
 import math
 import threading
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
+
+COMBINE_MODES = ("sum", "max", "per_rank")
+# phases of a step timed by ESampCore: join_wait (the next predict waiting for the previous update), predict,
+# candidates / reweight / draw (the sampling rule), submit (handing the update over), update (the update itself,
+# on the worker thread in async mode)
+PHASES = ("join_wait", "predict", "candidates", "reweight", "draw", "submit", "update")
+
+
+class CounterRegistry:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self._values: Dict[str, float] = {}
+        self._combine: Dict[str, str] = {}
+        self._derived: Dict[str, Callable[[Dict[str, float]], Optional[float]]] = {}
+
+    def declare(self, name: str, combine: str = "sum", initial=0) -> None:
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"counter {name}: combine must be one of {COMBINE_MODES}, got {combine!r}")
+        with self.lock:
+            if name in self._combine:
+                raise ValueError(f"counter {name} declared twice")
+            self._values[name] = initial
+            self._combine[name] = combine
+
+    def derive(self, name: str, fn: Callable[[Dict[str, float]], Optional[float]], combine: str = "per_rank"):
+        """A value computed from the others at snapshot time (e.g. a mean = sum / count)."""
+        self.declare(name, combine, None)
+        self._derived[name] = fn
+
+    def add(self, name: str, n=1) -> None:
+        with self.lock:
+            self._values[name] += n
+
+    def set(self, name: str, value) -> None:
+        with self.lock:
+            self._values[name] = value
+
+    def raise_to(self, name: str, value) -> None:
+        with self.lock:
+            self._values[name] = max(self._values[name], value)
+
+    def get(self, name: str):
+        with self.lock:
+            return self.snapshot()[name] if name in self._derived else self._values[name]
+
+    def snapshot(self) -> Dict[str, Optional[float]]:
+        with self.lock:
+            out = dict(self._values)
+            for name, fn in self._derived.items():
+                out[name] = fn(out)
+            return out
+
+    def combine(self) -> Dict[str, str]:
+        with self.lock:
+            return dict(self._combine)
+
+
+def _ratio(num: str, den: str):
+    return lambda v: v[num] / v[den] if v[den] else None
 
 
 @dataclass
@@ -19,69 +81,59 @@ class SlotStats:
     steps: int = 0              # updates this slot took part in
     rows_trained: int = 0
     novelty_sum: float = 0.0
-    novelty_rows: int = 0
     last_loss: Optional[float] = None
     nan_resets: int = 0
 
     def to_dict(self) -> dict:
-        mean = self.novelty_sum / self.novelty_rows if self.novelty_rows else None
+        mean = self.novelty_sum / self.rows_trained if self.rows_trained else None
         return {"steps": self.steps, "rows_trained": self.rows_trained, "mean_novelty": mean,
                 "last_loss": self.last_loss, "nan_resets": self.nan_resets}
 
 
-class ESampCounters:
+class ESampCounters(CounterRegistry):
     def __init__(self, bank_slots: int):
-        self._lock = threading.Lock()
-        self.bank_slots = bank_slots
-        self.updates = 0
-        self.rows_trained = 0
-        self.finite_losses = 0
-        self.nonfinite_losses = 0
-        self.loss_sum = 0.0
-        self.last_loss: Optional[float] = None
-        self.novelty_sum = 0.0
-        self.novelty_rows = 0
-        self.sampled_rows = 0
-        self.reweighted_rows = 0
-        self.candidate_sum = 0
-        self.candidate_max = 0
-        self.truncated_rows = 0
-        self.bank_occupancy = 0
-        self.bank_full_fallbacks = 0
-        self.nan_resets = 0
-        self.groups_acquired = 0
-        self.sessions_evicted = 0
-        self.session_overflows = 0
+        super().__init__()
+        for name in ("updates", "rows_trained", "finite_losses", "nonfinite_losses", "loss_sum", "novelty_sum",
+                     "sampled_rows", "candidate_rows_reweighted", "candidate_sum", "candidate_cap_truncations",
+                     "bank_occupancy", "bank_full_fallbacks", "nan_resets", "error_resets", "groups_acquired", "sessions_evicted",
+                     "session_overflows"):
+            self.declare(name)
+        self.declare("bank_slots", initial=bank_slots)
+        for phase in PHASES:   # wall seconds spent per phase of the ESamp step (see ESampCore)
+            self.declare(f"time_{phase}_s", initial=0.0)
+        self.declare("candidates_per_row_max", "max")
+        self.declare("last_loss", "per_rank", None)
+        self.derive("mean_loss", _ratio("loss_sum", "finite_losses"))
+        self.derive("mean_novelty", _ratio("novelty_sum", "rows_trained"))
+        self.derive("candidates_per_row_mean", _ratio("candidate_sum", "candidate_rows_reweighted"))
         self._slots: Dict[int, SlotStats] = {}
 
-    # -- recorders (called by ESampCore) --------------------------------------------------------------------
+    # -- recorders (called by ESampCore and SlotLifecycle) --------------------------------------------------
     def record_train(self, result):
-        with self._lock:
+        with self.lock:
             trained_any = False
             for s, rows, loss, nov, upd in zip(result.slots, result.rows, result.losses, result.novelty_sums,
                                                 result.updated):
                 st = self._slots.setdefault(s, SlotStats())
                 if math.isfinite(loss):
-                    self.finite_losses += 1
-                    self.loss_sum += loss
-                    self.last_loss = loss
+                    self.add("finite_losses")
+                    self.add("loss_sum", loss)
+                    self.set("last_loss", loss)
                     st.last_loss = loss
                 else:
-                    self.nonfinite_losses += 1
+                    self.add("nonfinite_losses")
                 if upd:
                     trained_any = True
-                    self.rows_trained += rows
+                    self.add("rows_trained", rows)
+                    self.add("novelty_sum", nov)
                     st.steps += 1
                     st.rows_trained += rows
-                    self.novelty_sum += nov
-                    self.novelty_rows += rows
                     st.novelty_sum += nov
-                    st.novelty_rows += rows
             for s in result.reset_slots:
-                self.nan_resets += 1
+                self.add("nan_resets")
                 self._slots.setdefault(s, SlotStats()).nan_resets += 1
             if trained_any:
-                self.updates += 1
+                self.add("updates")
 
     def record_sample(self, out):
         """``out``: a ``sampling.SampleOutput``; candidate stats are over the reweighted rows."""
@@ -91,62 +143,27 @@ class ESampCounters:
             c_sum, c_max = int(counts.sum()), int(counts.max())
         else:
             c_sum = c_max = 0
-        n_trunc = int(out.truncated.sum())
-        with self._lock:
-            self.sampled_rows += int(out.tokens.numel())
-            self.reweighted_rows += n_rw
-            self.candidate_sum += c_sum
-            self.candidate_max = max(self.candidate_max, c_max)
-            self.truncated_rows += n_trunc
+        with self.lock:
+            self.add("sampled_rows", int(out.tokens.numel()))
+            self.add("candidate_rows_reweighted", n_rw)
+            self.add("candidate_sum", c_sum)
+            self.raise_to("candidates_per_row_max", c_max)
+            self.add("candidate_cap_truncations", int(out.truncated.sum()))
 
     def record_acquire(self, slot: Optional[int], occupancy: int, fresh: bool):
-        with self._lock:
+        with self.lock:
             if slot is None:
-                self.bank_full_fallbacks += 1
+                self.add("bank_full_fallbacks")
             else:
-                self.groups_acquired += 1
+                self.add("groups_acquired")
                 if fresh:
                     self._slots[slot] = SlotStats()
-            self.bank_occupancy = occupancy
+            self.set("bank_occupancy", occupancy)
 
     def record_occupancy(self, occupancy: int):
-        with self._lock:
-            self.bank_occupancy = occupancy
-
-    def record_session_evicted(self):
-        with self._lock:
-            self.sessions_evicted += 1
-
-    def record_session_overflow(self):
-        with self._lock:
-            self.session_overflows += 1
+        self.set("bank_occupancy", occupancy)
 
     # -- readers --------------------------------------------------------------------------------------------
     def slot_stats(self, slot: int) -> dict:
-        with self._lock:
+        with self.lock:
             return (self._slots.get(slot) or SlotStats()).to_dict()
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {
-                "updates": self.updates,
-                "rows_trained": self.rows_trained,
-                "finite_losses": self.finite_losses,
-                "nonfinite_losses": self.nonfinite_losses,
-                "mean_loss": self.loss_sum / self.finite_losses if self.finite_losses else None,
-                "last_loss": self.last_loss,
-                "mean_novelty": self.novelty_sum / self.novelty_rows if self.novelty_rows else None,
-                "sampled_rows": self.sampled_rows,
-                "candidate_rows_reweighted": self.reweighted_rows,
-                "candidates_per_row_mean": (self.candidate_sum / self.reweighted_rows
-                                            if self.reweighted_rows else None),
-                "candidates_per_row_max": self.candidate_max,
-                "candidate_cap_truncations": self.truncated_rows,
-                "bank_slots": self.bank_slots,
-                "bank_occupancy": self.bank_occupancy,
-                "bank_full_fallbacks": self.bank_full_fallbacks,
-                "nan_resets": self.nan_resets,
-                "groups_acquired": self.groups_acquired,
-                "sessions_evicted": self.sessions_evicted,
-                "session_overflows": self.session_overflows,
-            }

@@ -1,9 +1,8 @@
 """The latent distiller: K gated residual blocks, stored per slot in a bank of ``[S, ...]`` tensors.
 
-One block: ``x <- x + (silu(x @ gate + gate_bias) * (x @ up)) @ down``; optional output LayerNorm.
-Parameter names (also the warm-start file layout, without the slot dimension):
-  ``blocks.{k}.up`` [H, W], ``blocks.{k}.gate`` [H, W], ``blocks.{k}.gate_bias`` [W], ``blocks.{k}.down`` [W, H],
-  ``out_ln.weight`` [H], ``out_ln.bias`` [H] (only with ``out_ln``).
+One block: ``x <- x + (silu(x @ gate + gate_bias) * (x @ up)) @ down``; optional output LayerNorm. The parameter
+names and shapes (also the warm-start file layout, without the slot dimension) live in ``esamp_kernels.layout``,
+shared with the torch references and the kernels.
 Random init (DESIGN §1): up/gate ~ N(0, 0.02^2), gate_bias = ``gate_bias_init``, down = 0, LN = (1, 0), so a fresh
 distiller is the identity map (or LN(x) with the output LayerNorm).
 """
@@ -15,9 +14,9 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from esamp_kernels import layout
 from esamp_kernels.grouped_forward_ref import distiller_forward_ref
 
-LN_EPS = 1e-5
 INIT_STD = 0.02
 
 
@@ -30,17 +29,7 @@ class DistillerShape:
     gate_bias_init: float = 0.0
 
     def param_shapes(self) -> Dict[str, tuple]:
-        h, w = self.hidden, self.width
-        shapes = {}
-        for k in range(self.blocks):
-            shapes[f"blocks.{k}.up"] = (h, w)
-            shapes[f"blocks.{k}.gate"] = (h, w)
-            shapes[f"blocks.{k}.gate_bias"] = (w,)
-            shapes[f"blocks.{k}.down"] = (w, h)
-        if self.out_ln:
-            shapes["out_ln.weight"] = (h,)
-            shapes["out_ln.bias"] = (h,)
-        return shapes
+        return layout.param_shapes(self.hidden, self.width, self.blocks, self.out_ln)
 
     def num_params(self) -> int:
         n = 0

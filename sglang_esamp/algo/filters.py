@@ -27,6 +27,9 @@ class Candidates:
     truncated: torch.Tensor    # [R] bool: the filter kept more than the cap; the set was cut to the cap
 
 
+NO_TOP_K = torch.iinfo(torch.int64).max  # our own "no top-k" for callers without SGLang (any k >= V works)
+
+
 def scale_logits(logits: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
     """``logits / T`` rounded to the logits dtype, bit-equal to SGLang's in-place ``logits.div_(T)``."""
     return logits.div(temperatures.reshape(-1, 1).to(torch.float32)).to(logits.dtype)
@@ -36,7 +39,7 @@ def filter_candidates(scaled: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.
                       cap: int) -> Candidates:
     """Candidates of each row of temperature-scaled logits ``scaled`` [R, V] (fp32 or bf16).
 
-    top_ks: int [R] (SGLang's TOP_K_ALL = no limit); top_ps, min_ps: float [R] (1.0 / 0.0 = off).
+    top_ks: int [R] (any k >= V = no limit, e.g. SGLang's TOP_K_ALL); top_ps, min_ps: float [R] (1.0 / 0.0 = off).
     """
     r, v = scaled.shape
     width = min(cap + 1, v)

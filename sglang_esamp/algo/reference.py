@@ -29,7 +29,8 @@ import torch
 from .config import ESampConfig
 from .core import ESampCore
 from .hf_taps import capture_taps
-from .sampling import TOP_K_NONE, gumbel_noise
+from .filters import NO_TOP_K
+from .sampling import gumbel_noise
 from .taps import tap_spec
 
 
@@ -37,7 +38,7 @@ from .taps import tap_spec
 class SamplingSettings:
     """SGLang-normalized per-request sampling params (greedy = temperature 1, top_k 1)."""
     temperature: float = 1.0
-    top_k: int = TOP_K_NONE
+    top_k: int = NO_TOP_K
     top_p: float = 1.0
     min_p: float = 0.0
 

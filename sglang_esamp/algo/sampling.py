@@ -18,6 +18,7 @@ Decisions recorded here:
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -27,7 +28,6 @@ from esamp_kernels import ops
 
 from .filters import filter_candidates, scale_logits
 
-TOP_K_NONE = 1 << 30  # SGLang's TOP_K_ALL
 
 
 @dataclass
@@ -51,17 +51,18 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
                  min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor],
                  lm_head_weight: torch.Tensor, lm_head_bias: Optional[torch.Tensor] = None, *,
                  candidate_cap: int = 1024, greedy_mode: str = "skip", temperature_form: str = "tllm",
-                 noise: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None) -> SampleOutput:
+                 novelty: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None, phase_s: Optional[dict] = None) -> SampleOutput:
     """Sample one token per row of ``logits`` [R, V] under the ESamp rule.
 
     temperatures/top_ps/min_ps: float [R] (or [R, 1]); top_ks: int [R] (SGLang conventions, greedy = top_k 1);
-    betas: float [R] (0 = unmodified); h_hat: [R, H] predicted final hidden per row, or None (no row reweighted).
+    betas: float [R] (0 = unmodified); h_hat: [R, H] predicted final hidden per row, or None (no row reweighted);
+    novelty: float [R] multiplier of the distiller term (None = 1; 0 = the sharpening control ``(1+b)*l/T``).
+    phase_s: if given, wall seconds of the phases are added under "candidates", "reweight", "draw" (host time:
+    on CUDA it measures launches, not kernels).
     """
-    if greedy_mode not in ("skip", "apply"):
-        raise ValueError(f"greedy_mode must be 'skip' or 'apply', got {greedy_mode!r}")
-    if temperature_form not in ("tllm", "scaled"):
-        raise ValueError(f"temperature_form must be 'tllm' or 'scaled', got {temperature_form!r}")
+    t0 = time.perf_counter()
+    # greedy_mode / temperature_form are validated once, by ESampConfig
     r = logits.shape[0]
     dev = logits.device
     temps = temperatures.reshape(-1).to(torch.float32)
@@ -69,11 +70,12 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
     betas = betas.reshape(-1).to(torch.float32)
     greedy = top_ks <= 1
     if greedy_mode == "apply":
-        top_ks = torch.where(greedy, torch.full_like(top_ks, TOP_K_NONE), top_ks)
+        top_ks = torch.where(greedy, torch.full_like(top_ks, logits.shape[1]), top_ks)
 
     cands = filter_candidates(scale_logits(logits, temps), top_ks, top_ps.reshape(-1), min_ps.reshape(-1),
                               candidate_cap)
     k = cands.ids.shape[1]
+    t1 = time.perf_counter()
     new = cands.scaled
     reweight = betas != 0
     if h_hat is None:
@@ -86,12 +88,15 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
         kr = int(cands.counts.index_select(0, rows).max().item())  # trim to what these rows need
         b = betas.index_select(0, rows)
         coef = b if temperature_form == "tllm" else b / temps.index_select(0, rows)
+        if novelty is not None:
+            coef = coef * novelty.reshape(-1).to(torch.float32).index_select(0, rows)
         shifted = ops.candidate_novelty_logits(
             h_hat.index_select(0, rows), cands.ids.index_select(0, rows)[:, :kr], cands.counts.index_select(0, rows),
             cands.scaled.index_select(0, rows)[:, :kr], lm_head_weight, lm_head_bias, b, coef)
         new = new.clone()
         new[rows, :kr] = shifted
 
+    t2 = time.perf_counter()
     if noise is None:
         g = gumbel_noise((r, k), dev, generator)
     else:
@@ -105,5 +110,9 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
         tokens = cands.ids.gather(1, pick).squeeze(1)
     if greedy_mode == "skip" and bool(greedy.any()):
         tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)  # SGLang's greedy path, ties included
+    if phase_s is not None:
+        t3 = time.perf_counter()
+        for name, dt in (("candidates", t1 - t0), ("reweight", t2 - t1), ("draw", t3 - t2)):
+            phase_s[name] = phase_s.get(name, 0.0) + dt
     return SampleOutput(tokens=tokens, cand_ids=cands.ids, cand_logits=new, counts=cands.counts,
                         truncated=cands.truncated, reweighted=reweight, greedy=greedy)

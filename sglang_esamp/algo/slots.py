@@ -1,8 +1,10 @@
 """Group -> slot lifecycle with optional sessions (DESIGN §1 "Scope and lifecycle").
 
-A group key (opaque, hashable: the n siblings of one request, or requests sharing a ``group``) takes a slot when
-its first member is admitted (``acquire``) and returns it when the caller says the last member left
-(``release``). ``acquire`` is idempotent for a known group. Bank full -> None, counted, never raises.
+Vocabulary, from the bank up: a *slot* is taken with ``acquire`` and given back with ``release`` (bank,
+``SlotLifecycle``, ``ESampCore``); a *member* (one request) ``join``s and ``leave``s its group (runtime.groups).
+A group key (opaque, hashable: the n siblings of one request, or requests sharing a ``group``) acquires a slot when
+its first member joins and releases it when the last member left. ``acquire`` is idempotent for a known group.
+Bank full -> None, counted, never raises. ``warm`` picks the slot's init (the bank's warm start, or random).
 
 Sessions (``esamp.session``): the slot outlives its groups so a later request with the same session key keeps
 exploring away from earlier samples. Decisions recorded here:
@@ -41,12 +43,12 @@ class SlotLifecycle:
         self.ttl = session_ttl_s
         self.session_max = session_max
         self.clock = clock
-        self.groups: Dict[Hashable, _Group] = {}
+        self.by_group: Dict[Hashable, _Group] = {}
         self.sessions: "OrderedDict[str, _Session]" = OrderedDict()  # LRU order: oldest first
 
-    def acquire(self, group_key: Hashable, session: Optional[str] = None) -> Optional[int]:
-        if group_key in self.groups:
-            return self.groups[group_key].slot
+    def acquire(self, group_key: Hashable, session: Optional[str] = None, warm: bool = True) -> Optional[int]:
+        if group_key in self.by_group:
+            return self.by_group[group_key].slot
         now = self.clock()
         self.expire_sessions(now)
         if session is not None and self.session_max == 0:
@@ -56,28 +58,28 @@ class SlotLifecycle:
             s.live_groups += 1
             s.last_used = now
             self.sessions.move_to_end(session)
-            self.groups[group_key] = _Group(s.slot, session)
+            self.by_group[group_key] = _Group(s.slot, session)
             self.counters.record_acquire(s.slot, self.bank.occupancy, fresh=False)
             return s.slot
 
-        slot = self.bank.allocate()
+        slot = self.bank.acquire(warm)
         while slot is None and self._evict_lru_idle():
-            slot = self.bank.allocate()
+            slot = self.bank.acquire(warm)
         if slot is None:
             self.counters.record_acquire(None, self.bank.occupancy, fresh=False)
             return None
         if session is not None and len(self.sessions) >= self.session_max and not self._evict_lru_idle():
-            self.counters.record_session_overflow()
+            self.counters.add("session_overflows")
             session = None
         if session is not None:
             self.sessions[session] = _Session(slot, now, live_groups=1)
-        self.groups[group_key] = _Group(slot, session)
+        self.by_group[group_key] = _Group(slot, session)
         self.counters.record_acquire(slot, self.bank.occupancy, fresh=True)
         return slot
 
     def release(self, group_key: Hashable):
         """The group's last member left (finished or aborted). Unknown keys (bank-full groups) are a no-op."""
-        g = self.groups.pop(group_key, None)
+        g = self.by_group.pop(group_key, None)
         if g is None:
             return
         if g.session is not None and g.session in self.sessions:
@@ -86,11 +88,11 @@ class SlotLifecycle:
             s.last_used = self.clock()
             self.sessions.move_to_end(g.session)
         else:
-            self.bank.free(g.slot)
+            self.bank.release(g.slot)
         self.counters.record_occupancy(self.bank.occupancy)
 
     def slot_of(self, group_key: Hashable) -> Optional[int]:
-        g = self.groups.get(group_key)
+        g = self.by_group.get(group_key)
         return None if g is None else g.slot
 
     def session_slot(self, session: str) -> Optional[int]:
@@ -114,6 +116,6 @@ class SlotLifecycle:
 
     def _evict(self, key: str):
         s = self.sessions.pop(key)
-        self.bank.free(s.slot)
-        self.counters.record_session_evicted()
+        self.bank.release(s.slot)
+        self.counters.add("sessions_evicted")
         self.counters.record_occupancy(self.bank.occupancy)

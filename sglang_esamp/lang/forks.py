@@ -22,8 +22,8 @@ import functools
 import uuid
 from typing import Any, Mapping
 
-from ..runtime.request_params import parse_request
-from .params import is_enabled
+from ..algo.config import ESampConfig
+from ..wire.request import ESampRequest
 
 FORK_ATTR = "_esamp_fork"          # (key, branches) on every child executor of one fork
 COUNT_ATTR = "_esamp_fork_gens"    # ESamp gens this branch has sent so far
@@ -36,7 +36,8 @@ def group_key(fork_key: str, index: int) -> str:
 def with_fork_group(executor, value: Any, n: Any = 1) -> Any:
     """The esamp value to send for one gen of ``executor`` (``value`` is already validated)."""
     record = getattr(executor, FORK_ATTR, None)
-    if record is None or not is_enabled(value):
+    req = ESampRequest.parse(value)
+    if record is None or req is None or not req.enabled:
         return value
     if isinstance(value, Mapping) and value.get("group") is not None:
         return value
@@ -46,7 +47,8 @@ def with_fork_group(executor, value: Any, n: Any = 1) -> Any:
     out = {} if isinstance(value, bool) else dict(value)
     out["group"] = group_key(fork_key, index)
     out.setdefault("group_size", branches * max(1, int(n or 1)))
-    parse_request(out)   # e.g. more than 4096 members: fail here, naming esamp.group_size
+    # e.g. more members than a server with the default --esamp-max-group-size accepts: fail here, naming the field
+    ESampRequest.parse(out).check_server(ESampConfig())
     return out
 
 

@@ -2,7 +2,7 @@
 
 How the value travels (SGLang 0.5.23's frontend has fixed parameter lists at every hop, so each hop gets a patch):
   1. ``sgl.gen``  (``sglang.gen`` and ``sglang.lang.api.gen``) is wrapped to take a keyword-only ``esamp``. The
-     value is validated at once, in the client, with ``runtime.request_params.parse_request`` (a bad value raises
+     value is validated at once, in the client, with ``wire.request.ESampRequest.parse`` (a bad value raises
      ``ESampParamError``, a ValueError naming the field) and stored on the SglGen's ``SglSamplingParams``.
   2. ``SglSamplingParams.esamp`` is a plain attribute with class default None -- not a dataclass field, so SGLang's
      own constructors and ``copy.deepcopy`` are unaffected; ``clone()`` is wrapped to carry it.
@@ -23,7 +23,8 @@ import inspect
 from typing import Any, Mapping
 
 from ..algo.config import ESampParamError
-from ..runtime.request_params import ESAMP_KEY, parse_request
+from ..wire.request import ESAMP_KEY, ESampRequest
+from . import forks
 
 ATTR = "esamp"
 
@@ -32,13 +33,8 @@ def normalize(value: Any) -> Any:
     """A validated private copy of a user ``esamp`` value (None stays None = ESamp off, nothing sent)."""
     if value is None:
         return None
-    parse_request(value)
+    ESampRequest.parse(value)
     return dict(value) if isinstance(value, Mapping) else value
-
-
-def is_enabled(value: Any) -> bool:
-    req = parse_request(value)
-    return req is not None and req.enabled
 
 
 def _wrap_gen(original):
@@ -88,8 +84,6 @@ def _wrap_clone(original):
 
 
 def _wrap_resolve(original):
-    from . import forks
-
     @functools.wraps(original)
     def _resolve_sampling_params(self, sampling_params):
         resolved = original(self, sampling_params)

@@ -1,10 +1,12 @@
-"""Request -> group -> slot membership in the scheduler (the lifecycle around ``ESampCore.acquire/release``).
+"""Members and their groups in the scheduler: a request (member) ``join``s its group at its first decode step and
+``leave``s it when it finishes or is aborted; the group acquires its distiller slot with its first member and
+releases it with its last (``ESampCore.acquire/release``).
 
-A request joins its group at its first decode step (prefill rows are never used). The group's slot is taken when
-its first member joins and returned when the last member leaves (finished or aborted) *and* all ``size`` expected
-members have left (the n siblings of one request are admitted one by one; a sibling that finishes early must not
-free the distiller the others still use). A group with no live member that stays incomplete for ``linger_s``
-(a sibling aborted before admission, or never sent) is released anyway and counted as ``groups_expired``.
+The n siblings of one request are admitted one by one, and a sibling that finishes early must not free the
+distiller the others still use: the slot is released when no member is live *and* all ``size`` expected members
+have left. A group with no live member that stays incomplete for ``config.group_linger_s`` (a sibling aborted
+before admission, or never sent) is released anyway and counted as ``groups_expired``.
+Sharpening-control requests (``esamp.sharpen_only``) are members without a group: no slot, nothing trained.
 """
 from __future__ import annotations
 
@@ -13,23 +15,28 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Set
 
 from ..algo.config import ESampConfig
-from .request_params import ESAMP_KEY, GROUP_KEY, parse_request
+from ..wire.request import ESampRequest, read_scheduled
 
-INFO_ATTR = "_esamp_info"
-DEFAULT_LINGER_S = 30.0
+MEMBER_ATTR = "_esamp_member"   # the parsed Member, cached on SGLang's Req (False = not parsed yet)
 
 
 @dataclass
-class RequestInfo:
+class Member:
     rid: str
-    group: str
-    group_size: int
+    request: ESampRequest
     beta: float
-    session: Optional[str]
+    group: Optional[str]          # None: the sharpening control (no distiller)
+    group_size: int
     joined: bool = False
     left: bool = False
     slot: Optional[int] = None
     final_stats: Optional[dict] = None
+    rows: int = 0                 # decode rows of this request sampled by the ESamp rule
+    multi_candidate_rows: int = 0  # ... of which had more than one candidate
+
+    @property
+    def warm(self) -> bool:
+        return self.request.init != "random"
 
 
 @dataclass
@@ -42,86 +49,99 @@ class GroupState:
     last_seen: float = 0.0
 
 
-class GroupRegistry:
-    def __init__(self, core, config: ESampConfig, linger_s: float = DEFAULT_LINGER_S,
-                 clock: Callable[[], float] = time.monotonic):
+class GroupMembers:
+    def __init__(self, core, config: ESampConfig, clock: Callable[[], float] = time.monotonic):
         self.core = core
         self.config = config
-        self.linger_s = linger_s
         self.clock = clock
-        self.groups: Dict[str, GroupState] = {}
-        self.groups_expired = 0
-        self.groups_released = 0
+        self.live_groups: Dict[str, GroupState] = {}
+        c = core.counters
+        c.declare("groups_live")
+        c.declare("groups_released")
+        c.declare("groups_expired")
 
-    def info_for(self, req) -> Optional[RequestInfo]:
+    def member_of(self, req) -> Optional[Member]:
         """Parsed once per request and cached on it; None = ESamp off (absent, disabled or beta 0)."""
-        cached = getattr(req, INFO_ATTR, False)
+        cached = getattr(req, MEMBER_ATTR, False)
         if cached is not False:
             return cached
-        info = None
-        custom = getattr(req.sampling_params, "custom_params", None) or {}
-        stamp = custom.get(GROUP_KEY)
-        if ESAMP_KEY in custom and stamp:
-            params = parse_request(custom[ESAMP_KEY])  # validated at the tokenizer already
-            beta = params.effective_beta(self.config) if params is not None else 0.0
-            if beta > 0:
-                info = RequestInfo(rid=req.rid, group=stamp["key"], group_size=int(stamp["size"]), beta=beta,
-                                   session=params.session)
-        setattr(req, INFO_ATTR, info)
-        return info
+        member = None
+        request, stamp = read_scheduled(getattr(req.sampling_params, "custom_params", None))
+        if request is not None:
+            beta = request.effective_beta(self.config)
+            if beta > 0 and request.sharpen_only:
+                member = Member(rid=req.rid, request=request, beta=beta, group=None, group_size=1)
+            elif beta > 0 and stamp:
+                member = Member(rid=req.rid, request=request, beta=beta, group=stamp["key"],
+                                group_size=int(stamp["size"]))
+        setattr(req, MEMBER_ATTR, member)
+        return member
 
-    def join(self, info: RequestInfo) -> Optional[int]:
-        """Slot for this request's rows (None = bank full, stock sampling). Idempotent."""
+    def join(self, m: Member) -> Optional[int]:
+        """Slot for this member's rows (None = bank full or no distiller: no distiller term). Idempotent."""
+        if m.group is None:
+            m.joined = True
+            return None
         now = self.clock()
-        g = self.groups.get(info.group)
+        g = self.live_groups.get(m.group)
         if g is None:
-            slot = self.core.acquire(info.group, info.session)
-            g = self.groups[info.group] = GroupState(info.group, info.group_size, slot)
+            slot = self.core.acquire(m.group, m.request.session, warm=m.warm)
+            g = self.live_groups[m.group] = GroupState(m.group, m.group_size, slot)
+            self.core.counters.set("groups_live", len(self.live_groups))
         g.last_seen = now
-        if not info.joined:
-            info.joined = True
-            g.live.add(info.rid)
-        info.slot = g.slot
+        if not m.joined:
+            m.joined = True
+            g.live.add(m.rid)
+        m.slot = g.slot
         return g.slot
 
-    def leave(self, info: RequestInfo):
-        if not info.joined or info.left:
+    def leave(self, m: Member):
+        if not m.joined or m.left:
             return
-        info.left = True
-        g = self.groups.get(info.group)
+        m.left = True
+        g = self.live_groups.get(m.group) if m.group is not None else None
         if g is None:
             return
-        info.final_stats = self.core.group_stats(info.group) if g.slot is not None else None
-        g.live.discard(info.rid)
+        m.final_stats = self.core.group_stats(m.group) if g.slot is not None else None
+        g.live.discard(m.rid)
         g.left += 1
         g.last_seen = self.clock()
         if not g.live and g.left >= g.size:
             self._release(g)
 
-    def expire(self):
+    def expire_stale(self):
         now = self.clock()
-        for g in [g for g in self.groups.values() if not g.live and now - g.last_seen > self.linger_s]:
-            self.groups_expired += 1
+        for g in [g for g in self.live_groups.values()
+                  if not g.live and now - g.last_seen > self.config.group_linger_s]:
+            self.core.counters.add("groups_expired")
             self._release(g)
 
     def _release(self, g: GroupState):
-        self.groups.pop(g.key, None)
-        self.groups_released += 1
+        self.live_groups.pop(g.key, None)
+        self.core.counters.add("groups_released")
+        self.core.counters.set("groups_live", len(self.live_groups))
         if g.slot is not None:
             self.core.release(g.key)
 
-    def stats_for(self, info: RequestInfo) -> Optional[dict]:
-        if info.final_stats is not None:
-            stats = info.final_stats
-        elif info.slot is not None and info.group in self.groups:
-            stats = self.core.group_stats(info.group)
+    def report(self, m: Member) -> dict:
+        """``meta_info.esamp`` of one request."""
+        if m.final_stats is not None:
+            stats = m.final_stats
+        elif m.slot is not None and m.group in self.live_groups:
+            stats = self.core.group_stats(m.group)
         else:
             stats = None
-        out = {"beta": info.beta, "group": info.group, "slot": info.slot, "fallback": info.joined and info.slot is None}
+        out = {"beta": m.beta, "group": m.group, "slot": m.slot,
+               "fallback": m.joined and m.group is not None and m.slot is None,
+               "sharpen_only": m.request.sharpen_only, "init": None if m.group is None else
+               ("warm" if m.warm and self.core.bank.warm_start is not None else "random"),
+               "rows": m.rows, "multi_candidate_rows": m.multi_candidate_rows}
         for k in ("steps", "rows_trained", "mean_novelty", "last_loss"):
             out[k] = (stats or {}).get(k, 0 if k in ("steps", "rows_trained") else None)
         return out
 
-    def snapshot(self) -> dict:
-        return {"groups_live": len(self.groups), "groups_released": self.groups_released,
-                "groups_expired": self.groups_expired}
+
+def cached_member(req) -> Optional[Member]:
+    """The Member parsed for ``req`` by ``GroupMembers.member_of`` (None if never parsed or ESamp off)."""
+    m = getattr(req, MEMBER_ATTR, None)
+    return m or None

@@ -3,8 +3,8 @@
 SGLang runs prometheus_client in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set before the schedulers
 start), and ``/metrics`` in the server process merges every process's samples. So the scheduler only has to set
 gauges: ``sglang_esamp_<counter>`` for every numeric counter of ``ESampRuntime.snapshot()``, combined over the live
-schedulers as ``aggregation`` says (sums for counts, max for maxima, one series per process for means; per-rank
-values are also in /esamp/stats). Updates are throttled to one per ``PERIOD_S``.
+schedulers as each counter declares (``algo.counters``: sums for counts, max for maxima, one series per process for
+means and last values; per-rank values are also in /esamp/stats). Updates are throttled to one per ``PERIOD_S``.
 """
 from __future__ import annotations
 
@@ -13,16 +13,6 @@ import time
 
 PERIOD_S = 0.5
 PREFIX = "sglang_esamp_"
-
-
-def aggregation(name: str) -> str:
-    """How a counter combines over schedulers (DP ranks): "max" for maxima, "per_rank" for means and last
-    values (a sum of means means nothing), "sum" for everything else."""
-    if name.endswith("_max"):
-        return "max"
-    if "mean" in name or name.startswith("last_"):
-        return "per_rank"
-    return "sum"
 
 
 _PROMETHEUS_MODE = {"sum": "livesum", "max": "livemax", "per_rank": "liveall"}
@@ -44,13 +34,14 @@ class PrometheusSink:
         from prometheus_client import Gauge
 
         snap = snapshot_fn()
+        combine = snap["combine"]
         for name, value in snap["counters"].items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             g = self._gauges.get(name)
             if g is None:
                 g = self._gauges[name] = Gauge(PREFIX + name, f"ESamp {name.replace('_', ' ')}",
-                                               multiprocess_mode=_PROMETHEUS_MODE[aggregation(name)])
+                                               multiprocess_mode=_PROMETHEUS_MODE[combine[name]])
             g.set(value)
 
 

@@ -13,16 +13,16 @@ from typing import Optional
 
 import torch
 
+from ..algo.bank import bank_memory
 from ..algo.config import ESampConfig
 from ..algo.core import ESampCore
 from ..algo.taps import tap_spec
-from .groups import GroupRegistry
+from .groups import GroupMembers
 from .metrics import PrometheusSink
 from .taps import TapSet, UnsupportedModelError
 
 logger = logging.getLogger("sglang_esamp")
 _RUNTIME: Optional["ESampRuntime"] = None
-MEMORY_HEADROOM = 0.5  # the bank may take at most this share of the memory available at startup
 
 
 def current_runtime() -> Optional["ESampRuntime"]:
@@ -46,34 +46,43 @@ def _available_bytes(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
-def _bank_bytes(config: ESampConfig, hidden: int) -> int:
-    """Parameters + gradients in the bank dtype, plus fp32 Adam moments."""
-    n = config.distiller_shape(hidden).num_params() * config.bank_slots
-    elem = torch.finfo(config.torch_param_dtype).bits // 8
-    return n * (2 * elem + (8 if config.optimizer == "adam" else 0))
+class UnsupportedModeError(RuntimeError):
+    """A server mode in which ESamp would be silently inert: refused at startup, naming the flag."""
+
+
+def check_mode(server_args) -> None:
+    """Graph replay (CUDA graphs on a GPU, SGLang's torch.compile CPU graph runner) runs the captured forward
+    without its Python: the taps would never see a replayed step, and those steps would sample stock. Until the
+    taps write into static buffers recorded in the graph, such a mode is refused."""
+    if server_args is not None and not getattr(server_args, "disable_cuda_graph", True):
+        raise UnsupportedModeError(
+            "ESamp does not run under graph replay yet (its hidden-state taps are Python that a replayed graph "
+            "skips, so every replayed step would sample without ESamp): start the server with --disable-cuda-graph "
+            "(Engine: disable_cuda_graph=True), or run without the ESamp plugin (SGLANG_ESAMP=0)")
 
 
 class ESampRuntime:
     def __init__(self, model_runner, config: ESampConfig):
+        check_mode(getattr(model_runner, "server_args", None))
         model = model_runner.model
         hidden = int(model.config.hidden_size)
         weight, bias = _lm_head(model)
         device = weight.device
-        need = _bank_bytes(config, hidden)
+        need = bank_memory(config.distiller_shape(hidden), config.bank_slots, config.torch_param_dtype,
+                           config.optimizer).peak
         have = _available_bytes(device)
-        if need > MEMORY_HEADROOM * have:
+        if need > config.memory_headroom * have:
             raise RuntimeError(f"ESamp bank of {config.bank_slots} slots needs {need / 2**20:.0f} MiB but only "
-                               f"{have / 2**20:.0f} MiB are available on {device} (limit {MEMORY_HEADROOM:.0%}); "
-                               f"lower --esamp-bank-slots")
+                               f"{have / 2**20:.0f} MiB are available on {device} (--esamp-memory-headroom "
+                               f"{config.memory_headroom:g}); lower --esamp-bank-slots")
         self.config = config
         self.model_runner = model_runner
         self.taps = TapSet(model, tap_spec(config.taps))
         self.core = ESampCore(config, hidden, weight, bias, device=device, **self._warm_start_kwargs(model_runner))
-        self.groups = GroupRegistry(self.core, config)
-        self.tap_misses = 0
-        self.mixed_batches_skipped = 0
-        self.decode_steps = 0
-        self.esamp_steps = 0
+        self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
+        for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors"):
+            self.counters.declare(name)
+        self.members = GroupMembers(self.core, config)
         self.metrics = PrometheusSink()
         print(self.core.describe(), file=sys.stderr, flush=True)
 
@@ -94,21 +103,21 @@ class ESampRuntime:
         return {"warm_start_state": state}
 
     def snapshot(self) -> dict:
-        counters = dict(self.core.stats())
-        counters.update(self.groups.snapshot())
-        counters.update(tap_misses=self.tap_misses, mixed_batches_skipped=self.mixed_batches_skipped,
-                        decode_steps=self.decode_steps, esamp_steps=self.esamp_steps)
-        return {"pid": os.getpid(), "config": self.config.to_dict(), "counters": counters}
+        """What /esamp/stats shows per rank: the counters and how each combines across ranks (wire.stats)."""
+        return {"pid": os.getpid(), "config": self.config.to_dict(), "counters": self.counters.snapshot(),
+                "combine": self.counters.combine()}
 
 
 def attach(model_runner, config: ESampConfig, strict: bool) -> Optional[ESampRuntime]:
-    """Create the process's runtime for this model runner; unsupported models fail (strict) or serve without ESamp."""
+    """Create the process's runtime for this model runner. An unsupported model or mode fails at startup when ESamp
+    was asked for (strict: our launcher or Engine exported a config); under stock SGLang with the plugin merely
+    installed it serves without ESamp and logs why."""
     global _RUNTIME
     if getattr(model_runner, "is_draft_worker", False):
         return None
     try:
         _RUNTIME = ESampRuntime(model_runner, config)
-    except UnsupportedModelError as e:
+    except (UnsupportedModelError, UnsupportedModeError) as e:
         if strict:
             raise
         logger.warning("%s -- serving without ESamp", e)

@@ -1,117 +1,157 @@
-"""Per forward step: which rows use ESamp, then predict -> reweight+sample -> train (DESIGN §1 and §2).
+"""One decode step with ESamp, as a numbered sequence across files (DESIGN §1 and §2):
 
-* ``plan_rows`` (after ``ForwardBatch.init_new``, which receives the ScheduleBatch): maps each decode row to its
-  request explicitly (``forward_batch.rids[i] == batch.reqs[i].rid`` is checked), joins the request to its group
-  (taking the group's slot at its first decode step) and attaches a ``StepPlan`` to the step (``taps.step_holder``;
-  without a plan the taps copy nothing). The plan is
-  rebuilt every step from the requests themselves, so it cannot drift from SGLang's row order when requests join
-  or leave the batch (``filter_batch``/``merge_batch``) -- there is no parallel per-row state to keep in sync.
-* ``sample_step`` (around ``ModelRunner.sample``): predicts ĥ for the plan's rows with the weights after the
-  previous update (exactly one step stale), lets ``ESampSampler`` apply the rule, then runs this step's update on
-  the same rows (synchronously; the overlap work moves it behind ``ESampCore.join``).
-* ``request_left`` (after ``release_kv_cache`` of a finished/aborted request): the member leaves its group.
-Prefill, mixed and idle batches are never reweighted or trained on.
+  1. plan     ``plan_rows`` (after ``ForwardBatch.init_new``, which receives the ScheduleBatch): maps each decode
+              row to its request explicitly (``forward_batch.rids[i] == batch.reqs[i].rid`` is checked), lets the
+              request join its group (``groups.GroupMembers``; the group's slot is acquired at its first decode
+              step) and attaches a fresh ``step_state.ESampStep`` to the step. Rebuilt every step from the requests
+              themselves, so it cannot drift from SGLang's row order when requests join or leave the batch.
+  2. taps     the model's forward runs; ``taps.TapSet`` copies the plan's rows of the shallow and the LM-head
+              hidden states into the ESampStep.
+  3. predict  ``sample_step`` (around ``ModelRunner.sample``): ``ESampCore.predict`` gives h_hat for the plan's
+              rows with the weights after the previous update (exactly one step stale).
+  4. sample   SGLang's sampler runs; ``sampler.ESampSampler`` applies the ESamp rule to the plan's rows
+              (``algo.sampling``) and writes their tokens.
+  5. update   ``sample_step``: ``ESampCore.train`` on the same rows; the ESampStep is removed in a ``finally``.
+  6. leave    ``request_left`` (after ``release_kv_cache`` of a finished or aborted request): the member leaves
+              its group; the last member's leaving releases the slot.
+Prefill, mixed and idle batches are never reweighted or trained on (counted).
+Faults: an exception anywhere in ESamp's part of a step (predict, the rule, the update -- an async update's error
+surfaces at the next join) never reaches the scheduler: the step's ESamp rows keep SGLang's own tokens, the
+step's distiller slots are re-initialised, ``step_errors`` grows and the first traceback is logged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List
+import logging
 
 import torch
 
-from . import step_trace
+from . import step_state, step_trace
+from .groups import cached_member
 from .runtime import current_runtime
-from .sampler import STEP_ATTR, SamplerStep
-from .taps import PLAN_ATTR, step_holder, take_step_state
+from .step_state import ESampStep
 
-
-@dataclass
-class StepPlan:
-    rows: torch.Tensor     # [R] int64 batch rows
-    slots: torch.Tensor    # [R] int64
-    betas: torch.Tensor    # [R] fp32
-    groups: List[str]
+logger = logging.getLogger("sglang_esamp")
 
 
 def plan_rows(forward_batch, batch) -> None:
     rt = current_runtime()
     if rt is None or forward_batch is None or batch is None:
         return
+    sampling_info = getattr(forward_batch, "sampling_info", None)
+    step_state.detach(sampling_info)   # a step that never sampled must not hand its state to this one
     mode = forward_batch.forward_mode
     if not mode.is_decode():
         if mode.is_mixed():
-            rt.mixed_batches_skipped += 1
+            rt.counters.add("mixed_batches_skipped")
         return
-    rt.decode_steps += 1
-    rt.groups.expire()
-    holder = step_holder(forward_batch)
-    if hasattr(holder, PLAN_ATTR):
-        delattr(holder, PLAN_ATTR)
-    rows, slots, betas, groups = [], [], [], []
+    rt.counters.add("decode_steps")
+    rt.members.expire_stale()
+    rows, slots, betas, novelty, members = [], [], [], [], []
     rids = forward_batch.rids
     for i, req in enumerate(batch.reqs):
-        info = rt.groups.info_for(req)
-        if info is None:
+        m = rt.members.member_of(req)
+        if m is None:
             continue
         if rids is not None and rids[i] != req.rid:
             raise RuntimeError(f"ESamp row map: row {i} is {rids[i]} in the forward batch but {req.rid} in the "
                                "schedule batch")
-        slot = rt.groups.join(info)
-        if slot is None:
+        slot = rt.members.join(m)
+        if slot is None and m.group is not None:
             continue  # bank full: this group samples without ESamp (counted at acquire)
         rows.append(i)
-        slots.append(slot)
-        betas.append(info.beta)
-        groups.append(info.group)
-    if rows:
+        slots.append(-1 if slot is None else slot)
+        betas.append(m.beta)
+        novelty.append(0.0 if m.group is None else 1.0)
+        members.append(m)
+    if rows and sampling_info is not None:
         dev = rt.core.device
-        setattr(holder, PLAN_ATTR, StepPlan(torch.tensor(rows, device=dev), torch.tensor(slots, device=dev),
-                                            torch.tensor(betas, dtype=torch.float32, device=dev), groups))
+        step_state.attach(sampling_info, ESampStep(
+            rows=torch.tensor(rows, device=dev), slots=torch.tensor(slots, device=dev),
+            betas=torch.tensor(betas, dtype=torch.float32, device=dev),
+            novelty=torch.tensor(novelty, dtype=torch.float32, device=dev), members=members))
+
+
+def _keep_owned(rt, step: ESampStep) -> ESampStep:
+    """A delayed sample may run after a group was released: keep only rows whose group still owns its slot."""
+    slots = step.slots.tolist()
+    keep = [j for j, m in enumerate(step.members) if m.group is None or rt.core.slot_of(m.group) == slots[j]]
+    if len(keep) == len(step.members):
+        return step
+    idx = torch.tensor(keep, dtype=torch.int64, device=step.rows.device)
+    return ESampStep(rows=step.rows[idx], slots=step.slots[idx], betas=step.betas[idx], novelty=step.novelty[idx],
+                     members=[step.members[j] for j in keep], h_src=step.h_src[idx], h_tgt=step.h_tgt[idx])
 
 
 def sample_step(original, model_runner, logits_output, forward_batch, *args, **kwargs):
     rt = current_runtime()
-    if rt is None or model_runner is not rt.model_runner:
+    sampling_info = getattr(forward_batch, "sampling_info", None)
+    step = step_state.current(sampling_info)
+    if rt is None or model_runner is not rt.model_runner or step is None:
         return original(model_runner, logits_output, forward_batch, *args, **kwargs)
-    plan, src, tgt = take_step_state(forward_batch)
-    if plan is None:
-        return original(model_runner, logits_output, forward_batch, *args, **kwargs)
-    if src is None or tgt is None:
-        rt.tap_misses += 1
-        return original(model_runner, logits_output, forward_batch, *args, **kwargs)
-    # a delayed sample may run after a group was released: keep only rows whose group still owns the slot
-    keep = [j for j, g in enumerate(plan.groups) if rt.core.slot_of(g) == int(plan.slots[j])]
-    if len(keep) != len(plan.groups):
-        idx = torch.tensor(keep, dtype=torch.int64, device=plan.rows.device)
-        plan = StepPlan(plan.rows[idx], plan.slots[idx], plan.betas[idx], [plan.groups[j] for j in keep])
-        if not keep:
-            return original(model_runner, logits_output, forward_batch, *args, **kwargs)
-    h_src = src.index_select(0, plan.rows)
-    h_tgt = tgt.index_select(0, plan.rows)
-    h_hat = rt.core.predict(h_src, plan.slots)
-    sampling_info = forward_batch.sampling_info
-    step = SamplerStep(plan.rows, plan.betas, h_hat, rt.core)
-    if step_trace.enabled():
-        step.rids = [forward_batch.rids[i] for i in plan.rows.tolist()]
-        step.groups = plan.groups
-    setattr(sampling_info, STEP_ATTR, step)
+    sampled, next_ids = False, None
     try:
+        if step.h_src is None or step.h_tgt is None:
+            rt.counters.add("tap_misses")
+            step_state.detach(sampling_info)
+            return original(model_runner, logits_output, forward_batch, *args, **kwargs)
+        step = _keep_owned(rt, step)
+        if not step.members:
+            step_state.detach(sampling_info)
+            return original(model_runner, logits_output, forward_batch, *args, **kwargs)
+        step.h_hat = rt.core.predict(step.h_src, step.slots)
+        step_state.attach(sampling_info, step)
+        sampled = True
         next_ids = original(model_runner, logits_output, forward_batch, *args, **kwargs)
+        if step.error is not None:
+            raise step.error
+        # SGLang samples under inference mode; the update needs autograd on ordinary (non-inference) tensors
+        with torch.inference_mode(False), torch.enable_grad():
+            rt.core.train(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone())
+        rt.counters.add("esamp_steps")
+        _count_rows(step)
+        if step_trace.enabled():
+            step_trace.write([forward_batch.rids[i] for i in step.rows.tolist()],
+                             [m.group for m in step.members], step.out)
+        rt.metrics.maybe_update(rt.snapshot)
+        return next_ids
+    except Exception as e:
+        _contain(rt, step, e)
+        if next_ids is not None:
+            return next_ids    # sampled: the ESamp rows kept SGLang's own tokens, or the update failed after it
+        step_state.detach(sampling_info)
+        if sampled:
+            raise              # SGLang's own sampling failed: not ours to hide
+        return original(model_runner, logits_output, forward_batch, *args, **kwargs)
     finally:
-        delattr(sampling_info, STEP_ATTR)
-    # SGLang samples under inference mode; the update needs autograd on ordinary (non-inference) tensors
-    with torch.inference_mode(False), torch.enable_grad():
-        rt.core.train(h_src.clone(), h_tgt.clone(), plan.slots.clone())
-    rt.esamp_steps += 1
-    rt.metrics.maybe_update(rt.snapshot)
-    return next_ids
+        step_state.detach(sampling_info)
+
+
+def _contain(rt, step: ESampStep, error: BaseException) -> None:
+    """Count the fault, log the first traceback, and re-initialise the step's slots (they may be torn)."""
+    first = rt.counters.get("step_errors") == 0
+    rt.counters.add("step_errors")
+    if first:
+        logger.error("ESamp step failed; its rows sampled stock (counted in step_errors): %r", error,
+                     exc_info=error)
+    try:
+        rt.core.reset_slots(sorted({int(s) for s in step.slots.tolist() if s >= 0}))
+    except Exception:  # the reset itself must not take the scheduler down either
+        logger.exception("ESamp slot reset after a step error failed")
+
+
+def _count_rows(step: ESampStep) -> None:
+    if step.out is None:
+        return
+    for m, c in zip(step.members, step.out.counts.tolist()):
+        m.rows += 1
+        m.multi_candidate_rows += c > 1
 
 
 def request_left(req) -> None:
     rt = current_runtime()
     if rt is None or not req.finished():
         return  # a retracted request comes back; only finished/aborted ones leave
-    info = getattr(req, "_esamp_info", None)
-    if info:
-        rt.groups.leave(info)
+    m = cached_member(req)
+    if m:
+        rt.members.leave(m)
         rt.metrics.maybe_update(rt.snapshot, force=True)

@@ -1,4 +1,4 @@
-"""Hidden-state taps on SGLang's Llama/Qwen2 models (decode rows only), stored on the ForwardBatch.
+"""Hidden-state taps on SGLang's Llama/Qwen2-style models: install them, and copy the step's ESamp rows.
 
 Tap names (``algo.taps``) resolve to:
   ``layers[i].input_layernorm`` -> the return value of ``layers[i].attn_boundary.prepare``: SGLang finishes the
@@ -7,9 +7,8 @@ Tap names (``algo.taps``) resolve to:
                                    would see only its MLP delta: SGLang keeps the residual in the batch).
   ``lm_head_input``             -> a forward pre-hook on ``model.logits_processor``: its ``hidden_states`` argument
                                    is exactly the final-norm vector the LM head multiplies.
-Values are stored with the step's plan on its SamplingBatchInfo (``step_holder``) and taken off again by the
-sampler step (``take_step_state``), so a step reads its own batch's rows and nothing leaks into a later step. Rows are the batch's
-rows in order (``forward_batch.rids``); the runtime maps them to requests explicitly.
+A tap copies only on decode steps that have an ``ESampStep`` (stock traffic pays nothing) and only the plan's rows,
+into that step object (``step_state``). The SGLang symbols used here are listed in ``sglang_esamp.hooks``.
 """
 from __future__ import annotations
 
@@ -18,9 +17,11 @@ from typing import Callable, List
 import torch
 
 from ..algo.taps import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
+from . import step_state
 
-ATTR = {"source": "_esamp_tap_source", "target": "_esamp_tap_target"}
-PLAN_ATTR = "_esamp_plan"  # set by runtime.step before the forward: taps copy only when a step has ESamp rows
+# leading parameters of LogitsProcessor.forward we read (hooks.py lists and checks them)
+LOGITS_PROCESSOR_HIDDEN = (1, "hidden_states")
+LOGITS_PROCESSOR_METADATA = (3, "logits_metadata")
 
 
 class UnsupportedModelError(RuntimeError):
@@ -36,34 +37,27 @@ def _decoder_layers(model):
     return layers
 
 
-def step_holder(forward_batch):
-    """Where a step's ESamp state lives: the batch's SamplingBatchInfo. The model may run on a shallow copy of the
-    ForwardBatch that ModelRunner.sample never sees; both share the SamplingBatchInfo."""
-    info = getattr(forward_batch, "sampling_info", None)
-    return info if info is not None else forward_batch
-
-
-def _store(role: str, forward_batch, value):
-    mode = getattr(forward_batch, "forward_mode", None)
+def _store(role: str, batch_like, value):
+    """``batch_like``: a ForwardBatch or LogitsMetadata (both carry forward_mode and sampling_info)."""
+    mode = getattr(batch_like, "forward_mode", None)
     if mode is None or not mode.is_decode():
         return
-    holder = step_holder(forward_batch)
-    if getattr(holder, PLAN_ATTR, None) is None:
-        return  # no ESamp row in this step: keep stock traffic free of copies
+    step = step_state.current(getattr(batch_like, "sampling_info", None))
+    if step is None:
+        return  # no ESamp row in this step
     if not isinstance(value, torch.Tensor):
         raise UnsupportedModelError(f"ESamp tap '{role}' got {type(value).__name__}, not a tensor (quantized "
                                     "attention input formats are not supported)")
-    setattr(holder, ATTR[role], value.detach().clone())
+    rows = value.detach().index_select(0, step.rows)
+    if role == "source":
+        step.h_src = rows
+    else:
+        step.h_tgt = rows
 
 
-def take_step_state(forward_batch):
-    """(plan, source, target) of this step, removed from the holder so nothing leaks into a later step."""
-    holder = step_holder(forward_batch)
-    out = tuple(getattr(holder, a, None) for a in (PLAN_ATTR, ATTR["source"], ATTR["target"]))
-    for a in (PLAN_ATTR, ATTR["source"], ATTR["target"]):
-        if hasattr(holder, a):
-            delattr(holder, a)
-    return out
+def _arg(args, kwargs, where):
+    index, name = where
+    return args[index] if len(args) > index else kwargs.get(name)
 
 
 class TapSet:
@@ -84,9 +78,7 @@ class TapSet:
             raise UnsupportedModelError(f"ESamp: {type(model).__name__} has no logits_processor")
 
         def pre_hook(_mod, args, kwargs):
-            hidden = args[1] if len(args) > 1 else kwargs.get("hidden_states")
-            meta = args[3] if len(args) > 3 else kwargs.get("logits_metadata")
-            _store(role, meta, hidden)
+            _store(role, _arg(args, kwargs, LOGITS_PROCESSOR_METADATA), _arg(args, kwargs, LOGITS_PROCESSOR_HIDDEN))
         handle = lp.register_forward_pre_hook(pre_hook, with_kwargs=True)
         self._undo.append(handle.remove)
 

@@ -1,8 +1,10 @@
 """Server defaults for a machine without CUDA, so `launch_server` runs the real SGLang runtime on CPU.
 
 Measured recipe (docs/sglang_on_cpu.md): SGLANG_USE_CPU_ENGINE=1 (else SGLang takes a CUDA path), the torch
-native attention backend, no CUDA graphs, and an explicit KV-pool size (on CPU SGLang sizes it from host RAM).
-Anything the user passed wins.
+native attention backend, no CUDA graphs, an explicit KV-pool size (on CPU SGLang sizes it from host RAM), and
+``--sleep-on-idle``: without it an idle scheduler polls its sockets in a busy loop and holds a whole core, which on
+a 2-core machine is the core the next forward (or a second server, or the distiller update) needs; with it the
+scheduler blocks in a socket poll and wakes on the next request. Anything the user passed wins.
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ def apply_cpu_defaults(argv: List[str]) -> List[str]:
         out += ["--disable-cuda-graph"]
     if not _given(out, "--max-total-tokens") and not _given(out, "--mem-fraction-static"):
         out += ["--max-total-tokens", str(CPU_MAX_TOTAL_TOKENS)]
+    if not _given(out, "--sleep-on-idle"):
+        out += ["--sleep-on-idle"]
     return out
 
 
@@ -53,4 +57,5 @@ def engine_cpu_defaults(kwargs: dict) -> dict:
     out.setdefault("disable_cuda_graph", True)
     if "mem_fraction_static" not in out:
         out.setdefault("max_total_tokens", CPU_MAX_TOTAL_TOKENS)
+    out.setdefault("sleep_on_idle", True)
     return out

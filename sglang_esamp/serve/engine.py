@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Union
 from ..algo.config import ESampConfig
 from ..models import DEFAULT_MODEL, MODELS, resolve_model
 from .cpu_defaults import engine_cpu_defaults
-from .esamp_args import export_config
+from ..wire.handoff import export_config
 
 
 def Engine(model_path: Optional[str] = None, esamp: Union[None, Mapping, ESampConfig] = None, **kwargs):

@@ -2,20 +2,17 @@
 
 Each field ``foo_bar`` becomes ``--esamp-foo-bar``; values are parsed by the field's default type (bools take
 true/false, pairs take "a,b", optional fields take JSON or a plain string). A bad value is an argparse error that
-names the flag. The resolved config travels to SGLang's scheduler processes in the ``SGLANG_ESAMP_CONFIG``
-environment variable (spawned children inherit it).
+names the flag. The resolved config travels to SGLang's other processes through ``wire.handoff``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import os
 from typing import List, Tuple
 
 from ..algo.config import ESampConfig, ESampParamError
 
-ENV_CONFIG = "SGLANG_ESAMP_CONFIG"
 FLAG_PREFIX = "--esamp-"
 
 
@@ -89,12 +86,3 @@ def config_from_argv(esamp_argv: List[str], parser: argparse.ArgumentParser) -> 
     except ESampParamError as e:
         name = e.field.split(".", 1)[-1].split("[", 1)[0]
         parser.error(f"{_flag(name)}: {e}")
-
-
-def export_config(config: ESampConfig):
-    os.environ[ENV_CONFIG] = json.dumps(dataclasses.asdict(config))
-
-
-def config_from_env() -> ESampConfig:
-    raw = os.environ.get(ENV_CONFIG)
-    return ESampConfig(**json.loads(raw)) if raw else ESampConfig()

@@ -6,16 +6,18 @@
   ``/v1/chat/completions`` (the OpenAI request models would drop it). A bad value is answered with HTTP 400 whose
   message and ``param`` name the field; the request never reaches the scheduler.
 * ``GET /esamp/stats``: the counters of every scheduler (one per DP rank), fetched through SGLang's own
-  internal-state RPC, plus their sum.
+  internal-state RPC, plus their total as each counter declares (``wire.stats``).
+``before_launch_http`` is the hook (``sglang_esamp.hooks``) that installs both on SGLang's app.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, List
 
 from ..algo.config import ESampParamError
-from ..runtime.metrics import aggregation
-from ..runtime.request_params import ESAMP_KEY, move_esamp_into_custom_params, validate_custom_params
+from ..wire.handoff import config_from_env
+from ..wire.request import accept
+from ..wire.stats import merge_counters
 
 GENERATE_PATHS = {"/generate"}
 OPENAI_PATHS = {"/v1/completions", "/v1/chat/completions"}
@@ -25,23 +27,15 @@ def rewrite_body(path: str, body: Any) -> Any:
     """Returns the rewritten JSON body; raises ESampParamError for a bad esamp value."""
     if not isinstance(body, dict):
         return body
+    config = config_from_env()
     if path in GENERATE_PATHS:
         sp = body.get("sampling_params")
         for item in (sp if isinstance(sp, list) else [sp]):
             if isinstance(item, dict):
-                move_esamp_into_custom_params(item)
-                _validate_custom(item)
+                accept(item, config=config)
     elif path in OPENAI_PATHS:
-        if ESAMP_KEY in body:
-            move_esamp_into_custom_params(body, body.pop(ESAMP_KEY), from_key=False)
-        _validate_custom(body)
+        accept(body, config=config)   # the top-level ``esamp`` field (the OpenAI client's extra_body)
     return body
-
-
-def _validate_custom(holder: dict):
-    custom = holder.get("custom_params")
-    if isinstance(custom, dict):
-        validate_custom_params(custom)
 
 
 def _error_body(e: ESampParamError) -> bytes:
@@ -99,21 +93,6 @@ def _replay(messages, receive=None):
     return _receive
 
 
-def merge_stats(per_rank: List[Dict]) -> Dict:
-    """Counters combined over DP ranks by ``runtime.metrics.aggregation``; means stay per rank only."""
-    total: Dict[str, Any] = {}
-    for s in per_rank:
-        for k, v in (s or {}).get("counters", {}).items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            how = aggregation(k)
-            if how == "sum":
-                total[k] = total.get(k, 0) + v
-            elif how == "max":
-                total[k] = max(total.get(k, v), v)
-    return total
-
-
 def install_routes(app):
     """Idempotently add the middleware and /esamp/stats to SGLang's app (before it starts serving)."""
     if getattr(app.state, "esamp_routes", False):
@@ -127,4 +106,12 @@ def install_routes(app):
 
         states = await get_global_state().tokenizer_manager.get_internal_state()
         ranks = [s.get("esamp") for s in states]
-        return {"ranks": ranks, "total": merge_stats(ranks)}
+        return {"ranks": ranks, "total": merge_counters(ranks)}
+
+
+def before_launch_http(*args, **kwargs):
+    """BEFORE hook on SGLang's http_server.launch_server: our routes go onto SGLang's app before it serves."""
+    from sglang.srt.entrypoints.http_server import app
+
+    install_routes(app)
+    return None

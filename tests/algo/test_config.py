@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from sglang_esamp.algo.config import ESampConfig, ESampParamError, ESampRequest
+from sglang_esamp.algo.config import ESampConfig, ESampParamError
+from sglang_esamp.wire.request import ESampRequest
 
 
 def test_defaults_are_the_paper_settings():

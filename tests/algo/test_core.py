@@ -75,7 +75,7 @@ def test_first_per_group_trains_one_row_per_slot():
     src, tgt = _rows(5, 1)
     ids = torch.tensor([b, a, a, b, -1])
     twin = DistillerBank(core.shape, 4, OptimizerSpec(), seed=0)
-    twin.allocate(), twin.allocate()
+    twin.acquire(), twin.acquire()
     core.train(src, tgt, ids)
     twin.train_step(src[:2], tgt[:2], ids[:2])
     assert core.last_train_result.rows == [1, 1]
@@ -104,6 +104,7 @@ def test_session_keeps_its_slot_and_weights_until_ttl():
     s = core.acquire("req1", session="sess")
     src, tgt = _rows(2, 0)
     core.train(src, tgt, torch.full((2,), s))
+    core.join()                                                   # readers of the bank join a pending update
     trained = core.bank.slot_state(s)
     core.release("req1")
     assert core.stats()["bank_occupancy"] == 1                    # kept for the session

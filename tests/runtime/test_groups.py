@@ -1,4 +1,4 @@
-"""Group membership and slot lifecycle in the scheduler (GroupRegistry over a real ESampCore, tiny sizes)."""
+"""Group membership and slot lifecycle in the scheduler (GroupMembers over a real ESampCore, tiny sizes)."""
 import types
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
-from sglang_esamp.runtime.groups import GroupRegistry
-from sglang_esamp.runtime.request_params import stamp_group
+from sglang_esamp.runtime.groups import GroupMembers
+from sglang_esamp.wire.request import stamp_group
 
 
 class Clock:
@@ -19,10 +19,10 @@ class Clock:
 
 
 def make(slots=2, linger=5.0):
-    cfg = ESampConfig(bank_slots=slots, width=8, session_max=0)
+    cfg = ESampConfig(bank_slots=slots, width=8, session_max=0, group_linger_s=linger)
     core = ESampCore(cfg, 16, torch.randn(32, 16))
     clock = Clock()
-    return GroupRegistry(core, cfg, linger_s=linger, clock=clock), core, clock
+    return GroupMembers(core, cfg, clock=clock), core, clock
 
 
 def req(rid, esamp, group_rid, n):
@@ -32,7 +32,7 @@ def req(rid, esamp, group_rid, n):
 
 def test_siblings_share_a_slot_released_after_the_last_of_n():
     reg, core, _ = make()
-    sibs = [reg.info_for(req(f"r{i}", {"beta": 0.3}, "parent", 3)) for i in range(3)]
+    sibs = [reg.member_of(req(f"r{i}", {"beta": 0.3}, "parent", 3)) for i in range(3)]
     assert {s.group for s in sibs} == {"req:parent"}
     slots = {reg.join(s) for s in sibs[:2]}
     assert len(slots) == 1 and core.bank.occupancy == 1
@@ -41,41 +41,63 @@ def test_siblings_share_a_slot_released_after_the_last_of_n():
     assert core.bank.occupancy == 1
     reg.join(sibs[2])
     reg.leave(sibs[2])
-    assert core.bank.occupancy == 0 and reg.groups == {}
+    assert core.bank.occupancy == 0 and reg.live_groups == {}
 
 
 def test_incomplete_group_is_released_after_linger_and_counted():
     reg, core, clock = make(linger=5.0)
-    a = reg.info_for(req("a", True, "p", 4))
+    a = reg.member_of(req("a", True, "p", 4))
     reg.join(a)
     reg.leave(a)
     clock.t = 4.0
-    reg.expire()
+    reg.expire_stale()
     assert core.bank.occupancy == 1
     clock.t = 10.0
-    reg.expire()
-    assert core.bank.occupancy == 0 and reg.groups_expired == 1
+    reg.expire_stale()
+    assert core.bank.occupancy == 0 and core.stats()["groups_expired"] == 1
 
 
 def test_bank_full_gives_stock_sampling_and_a_counter():
     reg, core, _ = make(slots=1)
-    a, b = reg.info_for(req("a", True, "g1", 1)), reg.info_for(req("b", True, "g2", 1))
+    a, b = reg.member_of(req("a", True, "g1", 1)), reg.member_of(req("b", True, "g2", 1))
     assert reg.join(a) is not None
     assert reg.join(b) is None
     assert core.stats()["bank_full_fallbacks"] == 1
-    assert reg.stats_for(b)["fallback"] is True
+    assert reg.report(b)["fallback"] is True
 
 
 @pytest.mark.parametrize("esamp", [None, False, {"beta": 0}, {"enabled": False}])
-def test_requests_without_esamp_have_no_info(esamp):
+def test_requests_without_esamp_are_no_members(esamp):
     reg, _, _ = make()
     r = types.SimpleNamespace(rid="x", sampling_params=types.SimpleNamespace(
         custom_params=None if esamp is None else stamp_group({"esamp": esamp}, "x", 1) or {"esamp": esamp}))
-    assert reg.info_for(r) is None
+    assert reg.member_of(r) is None
 
 
 def test_user_group_key_lets_separate_requests_share():
     reg, core, _ = make()
-    a = reg.info_for(req("a", {"group": "fork-1", "group_size": 2}, "ra", 1))
-    b = reg.info_for(req("b", {"group": "fork-1", "group_size": 2}, "rb", 1))
+    a = reg.member_of(req("a", {"group": "fork-1", "group_size": 2}, "ra", 1))
+    b = reg.member_of(req("b", {"group": "fork-1", "group_size": 2}, "rb", 1))
     assert a.group == b.group == "user:fork-1" and reg.join(a) == reg.join(b)
+
+
+def test_sharpen_only_request_is_a_member_without_a_slot():
+    reg, core, _ = make()
+    m = reg.member_of(req("a", {"beta": 0.5, "sharpen_only": True}, "ra", 2))
+    assert m is not None and m.group is None and m.beta == 0.5
+    assert reg.join(m) is None and core.bank.occupancy == 0
+    rep = reg.report(m)
+    assert rep["sharpen_only"] is True and rep["fallback"] is False and rep["steps"] == 0
+
+
+def test_random_init_request_skips_the_warm_start():
+    cfg = ESampConfig(bank_slots=2, width=8, session_max=0)
+    core = ESampCore(cfg, 16, torch.randn(32, 16))
+    core.bank.warm_start = {k: torch.full(v.shape[1:], 0.5) for k, v in core.bank.params.items()}
+    reg = GroupMembers(core, cfg)
+    warm = reg.member_of(req("a", {"beta": 0.3}, "ra", 1))
+    cold = reg.member_of(req("b", {"beta": 0.3, "init": "random"}, "rb", 1))
+    sw, sc = reg.join(warm), reg.join(cold)
+    assert torch.all(core.bank.params["blocks.0.up"][sw] == 0.5)
+    assert torch.all(core.bank.params["blocks.0.down"][sc] == 0)      # random init: identity map
+    assert reg.report(warm)["init"] == "warm" and reg.report(cold)["init"] == "random"

@@ -79,6 +79,30 @@ def test_n4_esamp_request_trains_one_shared_distiller(server):
     assert after["updates"] > before.get("updates", 0)
     assert after["finite_losses"] > before.get("finite_losses", 0) and after["nonfinite_losses"] == 0
     assert after["candidate_rows_reweighted"] > before.get("candidate_rows_reweighted", 0)
+    assert after["tap_misses"] == 0 and after["step_errors"] == 0   # every ESamp decode step got its taps
+    assert all(m["init"] == "warm" and 0 < m["rows"] <= m["steps"] for m in metas)
+    assert wait_occupancy_zero(base) == 0
+
+
+def test_sharpening_control_and_random_init_through_the_same_request_path(server):
+    """The benchmark's arms on one server: the sharpening control trains nothing and takes no slot; a random-init
+    group trains like a warm one; both count their rows and the rows with more than one candidate."""
+    base = server["base"]
+    body = lambda esamp: {"text": CHAT.format("Write a short poem about the sea."),  # noqa: E731
+                          "sampling_params": {"temperature": 1.0, "max_new_tokens": 16, "n": 2, "esamp": esamp}}
+    before = stats(base)["total"]
+    r = requests.post(base + "/generate", json=body({"beta": 0.5, "sharpen_only": True}))
+    assert r.status_code == 200, r.text
+    metas = [o["meta_info"]["esamp"] for o in r.json()]
+    assert all(m["sharpen_only"] and m["slot"] is None and m["steps"] == 0 and m["group"] is None for m in metas)
+    assert all(m["rows"] > 0 and 0 <= m["multi_candidate_rows"] <= m["rows"] for m in metas)
+    mid = stats(base)["total"]
+    assert mid["updates"] == before["updates"] and mid["groups_acquired"] == before["groups_acquired"]
+    assert mid["candidate_rows_reweighted"] > before["candidate_rows_reweighted"]
+    r = requests.post(base + "/generate", json=body({"beta": 0.25, "init": "random"}))
+    metas = [o["meta_info"]["esamp"] for o in r.json()]
+    assert all(m["init"] == "random" and m["steps"] > 0 and m["rows"] > 0 for m in metas)
+    assert stats(base)["total"]["updates"] > mid["updates"]
     assert wait_occupancy_zero(base) == 0
 
 
@@ -117,6 +141,13 @@ def test_openai_routes_accept_esamp_extra_body(server):
     ("/v1/completions", {"model": "default", "prompt": "hi", "max_tokens": 4, "esamp": {"beta": 4.5}}, "esamp.beta"),
     ("/v1/chat/completions", {"model": "default", "max_tokens": 4, "esamp": {"session": ""},
                               "messages": [{"role": "user", "content": "hi"}]}, "esamp.session"),
+    ("/generate", {"text": "hi", "sampling_params": {"max_new_tokens": 4, "esamp": {"init": "hot"}}}, "esamp.init"),
+    ("/generate", {"text": "hi", "sampling_params": {"max_new_tokens": 4,
+                                                      "esamp": {"sharpen_only": 1}}}, "esamp.sharpen_only"),
+    ("/generate", {"text": "hi", "sampling_params": {"max_new_tokens": 4,
+                                                      "esamp": {"group": "g", "group_size": 5000}}},
+     "esamp.group_size"),
+    ("/generate", {"text": "hi", "sampling_params": {"max_new_tokens": 4, "custom_params": "x"}}, "custom_params"),
 ])
 def test_bad_esamp_values_get_400_naming_the_field(server, route, body, field):
     r = requests.post(server["base"] + route, data=json.dumps(body).replace("NaN", "NaN"),

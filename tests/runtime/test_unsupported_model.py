@@ -21,3 +21,14 @@ def test_unsupported_architecture_fails_when_strict_and_serves_without_esamp_oth
     with pytest.raises(UnsupportedModelError, match="Llama/Qwen2"):
         attach(runner, ESampConfig(bank_slots=1, session_max=0), strict=True)
     assert attach(runner, ESampConfig(bank_slots=1, session_max=0), strict=False) is None
+
+
+def test_graph_replay_mode_is_refused_at_startup_naming_the_flag():
+    """CUDA graphs / SGLang's CPU graph runner replay the forward without its Python taps: refused, not inert."""
+    from sglang_esamp.runtime.runtime import UnsupportedModeError
+
+    runner = types.SimpleNamespace(model=NoLayers(), is_draft_worker=False,
+                                   server_args=types.SimpleNamespace(disable_cuda_graph=False))
+    with pytest.raises(UnsupportedModeError, match="--disable-cuda-graph"):
+        attach(runner, ESampConfig(bank_slots=1, session_max=0), strict=True)
+    assert attach(runner, ESampConfig(bank_slots=1, session_max=0), strict=False) is None

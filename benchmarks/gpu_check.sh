@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU check, as one script for a CUDA machine with PyTorch + Triton but no SGLang (under 8 minutes on an H200):
+#   1. the kernel tests (they run the kernels in Triton's interpreter against the torch references), 2.
+#   esamp_kernels.bench: the kernels compiled for real, timed against the references at serving shapes, with the
+#   largest |triton - torch| of every shape recorded, 3. the async CUDA-stream update against serial at the
+#   algorithm level (benchmarks/async_update_check.py: time per step, same tokens and weights).
+# Results land in ${OUT:-benchmarks/results/gpu}. Usage: bash benchmarks/gpu_check.sh [--dry-run]
+# (--dry-run: CPU, interpreter, tiny sizes -- checks the script itself on a machine without a GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-benchmarks/results/gpu}"
+[ "${1:-}" = "--dry-run" ] && OUT="${OUT_DRY:-/tmp/esamp-gpu-check-dry}"
+DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
+PY="${PYTHON:-python}"; [ -x .venv/bin/python ] && [ "$DRY" = 1 ] && PY=.venv/bin/python
+mkdir -p "$OUT"
+# the repository's packages without installing them (no SGLang is needed for these three checks)
+export PYTHONPATH="$PWD:$PWD/kernels${PYTHONPATH:+:$PYTHONPATH}"
+if [ "$DRY" = 1 ]; then export TRITON_INTERPRET=1; else unset TRITON_INTERPRET; fi
+"$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT/env.txt"
+echo "== 1. kernel tests"
+timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -5 | tee "$OUT/kernel_tests.txt"
+echo "== 2. kernel bench"
+timeout 180 "$PY" -m esamp_kernels.bench --out "$OUT/kernel_bench" $( [ "$DRY" = 1 ] && echo --dry-run ) 2>&1 \
+  | tail -30 | tee "$OUT/kernel_bench.txt"
+echo "== 3. async vs serial update"
+timeout 180 "$PY" benchmarks/async_update_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/async_update_check" \
+  2>&1 | tee "$OUT/async_update.txt"
+echo "gpu_check done: $OUT"

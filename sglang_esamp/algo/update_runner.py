@@ -1,0 +1,114 @@
+"""Where a distiller update runs: now (``serial``) or overlapped with the rest of the step (``async``).
+
+Staleness contract (DESIGN §1): the prediction at step t uses the weights after the update of step t-1 -- exactly
+one step behind, never a torn mix. ``ESampCore`` hands each step's update to a runner with ``submit`` and calls
+``join`` before anything reads or writes the bank (the next ``predict``, ``acquire``, ``release``); ``join`` is the
+one synchronisation point. At most one update is in flight: ``submit`` joins the previous one first.
+
+* ``SerialUpdateRunner``: the update runs inside ``submit`` (the diagnostic baseline, ``--esamp-update-mode
+  serial``).
+* ``ThreadUpdateRunner`` (``async``, the default): one persistent worker thread runs the update while the
+  scheduler finishes the step (output processing, scheduling, the next forward). On CPU the worker uses the
+  process's intra-op thread setting (torch's thread count is process-wide; with ``OMP_NUM_THREADS=1`` the forward
+  and the update each take one core). On CUDA the worker issues the update on its own side stream after an event
+  recorded on the caller's stream (the inputs are ready), records a done event, and ``join`` makes the caller's
+  current stream wait on it (a stream-side wait, no host sync for the GPU work). The update's own host reads (the
+  per-slot losses the counters record) happen on the worker thread, off the scheduler's path.
+An exception in the update is re-raised by the next ``join`` (the caller decides how to contain it).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+import torch
+
+
+class SerialUpdateRunner:
+    def __init__(self):
+        self.last_result = None
+
+    def submit(self, fn: Callable[[], object]) -> None:
+        self.last_result = fn()
+
+    def join(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class ThreadUpdateRunner:
+    def __init__(self, device: torch.device, name: str = "esamp-update"):
+        self.device = torch.device(device)
+        self.last_result = None
+        self._cv = threading.Condition()
+        self._job: Optional[Callable[[], object]] = None
+        self._busy = False
+        self._error: Optional[BaseException] = None
+        self._closed = False
+        cuda = self.device.type == "cuda"
+        self._stream = torch.cuda.Stream(device=self.device) if cuda else None
+        self._ready = torch.cuda.Event() if cuda else None
+        self._done = torch.cuda.Event() if cuda else None
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], object]) -> None:
+        self.join()
+        if self._ready is not None:
+            self._ready.record(torch.cuda.current_stream(self.device))
+        with self._cv:
+            self._job = fn
+            self._busy = True
+            self._cv.notify_all()
+
+    def join(self) -> None:
+        with self._cv:
+            while self._busy:
+                self._cv.wait()
+            error, self._error = self._error, None
+        if self._done is not None:
+            torch.cuda.current_stream(self.device).wait_event(self._done)
+        if error is not None:
+            raise error
+
+    @property
+    def pending(self) -> bool:
+        return self._busy
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def _loop(self):
+        while True:
+            with self._cv:
+                while self._job is None and not self._closed:
+                    self._cv.wait()
+                if self._closed and self._job is None:
+                    return
+                fn, self._job = self._job, None
+            result, error = None, None
+            try:
+                # the scheduler runs under inference mode; the update needs ordinary autograd tensors
+                with torch.inference_mode(False), torch.enable_grad():
+                    if self._stream is not None:
+                        with torch.cuda.stream(self._stream):
+                            self._stream.wait_event(self._ready)
+                            result = fn()
+                            self._done.record(self._stream)
+                    else:
+                        result = fn()
+            except BaseException as e:  # re-raised in the caller's join()
+                error = e
+            with self._cv:
+                self.last_result = result
+                self._error = error
+                self._busy = False
+                self._cv.notify_all()
+
+
+def make_update_runner(mode: str, device: torch.device):
+    return ThreadUpdateRunner(device) if mode == "async" else SerialUpdateRunner()

@@ -1,0 +1,48 @@
+"""``ESampStep``: everything one forward step knows about its ESamp rows, in one typed object.
+
+It is created by ``step.plan_rows`` when the step is planned, attached to the step's ``SamplingBatchInfo`` under
+one attribute (``ATTR``; the model may run on a shallow copy of the ForwardBatch, but every copy and
+``ModelRunner.sample`` share that SamplingBatchInfo), filled by the taps (``h_src``, ``h_tgt``) and the sampler
+(``logits``, ``out``), and removed in a ``finally`` after sampling (``step.sample_step``). Nothing else about a
+step is stored on SGLang objects, so nothing can leak into a later step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+
+ATTR = "esamp_step"
+
+
+@dataclass
+class ESampStep:
+    # 1. plan (step.plan_rows): the batch rows that use the ESamp rule this step, in batch order
+    rows: torch.Tensor                      # [R] int64 batch rows
+    slots: torch.Tensor                     # [R] int64 distiller slot; -1 = sharpening control (no distiller)
+    betas: torch.Tensor                     # [R] fp32
+    novelty: torch.Tensor                   # [R] fp32: 1 = ESamp, 0 = sharpening control
+    members: List[object]                   # [R] groups.Member of each row
+    # 2. taps (taps.TapSet): this step's hidden states of the plan's rows
+    h_src: Optional[torch.Tensor] = None    # [R, H] shallow tap
+    h_tgt: Optional[torch.Tensor] = None    # [R, H] LM-head input
+    # 3. predict (step.sample_step): the distiller's output with the weights after the previous update
+    h_hat: Optional[torch.Tensor] = None    # [R, H]
+    # 4. sample (sampler.ESampSampler)
+    logits: Optional[torch.Tensor] = None   # [R, V] fp32: the rows' logits after SGLang's preprocessing
+    out: Optional[object] = None            # algo.sampling.SampleOutput
+    error: Optional[BaseException] = None   # an exception the sampler contained (its rows kept stock tokens)
+
+
+def attach(sampling_info, step: ESampStep) -> None:
+    setattr(sampling_info, ATTR, step)
+
+
+def current(sampling_info) -> Optional[ESampStep]:
+    return getattr(sampling_info, ATTR, None) if sampling_info is not None else None
+
+
+def detach(sampling_info) -> None:
+    if sampling_info is not None and hasattr(sampling_info, ATTR):
+        delattr(sampling_info, ATTR)
