@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -75,7 +76,8 @@ def _generate(base: str, texts, params) -> dict:
     t0 = time.perf_counter()
     r = requests.post(base + "/generate", json={"text": texts, "sampling_params": params}, timeout=3600)
     dt = time.perf_counter() - t0
-    r.raise_for_status()
+    if r.status_code != 200:
+        raise RuntimeError(f"/generate answered {r.status_code}: {r.text[:500]}")
     outs = r.json()
     tokens = sum(o["meta_info"]["completion_tokens"] for o in outs)
     return {"seconds": dt, "tokens": tokens, "tok_s": tokens / dt}
@@ -127,7 +129,8 @@ def run(a) -> dict:
             order = names[r % len(names):] + names[:r % len(names)]
             rec = {"round": r, "order": order}
             for arm in order:
-                rec[arm] = _generate(*targets[arm], texts)
+                base, p = targets[arm]
+                rec[arm] = _generate(base, texts, p)
             rec["ratio_on_off"] = rec["on"]["tok_s"] / rec["off"]["tok_s"]
             if "stock" in rec:
                 rec["ratio_off_stock"] = rec["off"]["tok_s"] / rec["stock"]["tok_s"]
@@ -195,6 +198,7 @@ def report(result: dict, output: Path) -> None:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a killed run still stops its servers
     result = run(a)
     default = f"benchmarks/results/bench_throughput_{'quick' if a.quick else a.model}" + \
               ("_nofilter" if a.no_filter else "") + ("_serial" if a.serial else "") + ".json"

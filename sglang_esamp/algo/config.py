@@ -31,7 +31,7 @@ OPTIMIZERS = ("adam", "sgd")
 GREEDY_MODES = ("skip", "apply")
 TEMPERATURE_FORMS = ("tllm", "scaled")
 TRAIN_ROWS = ("all", "first_per_group")
-UPDATE_MODES = ("async", "serial")
+UPDATE_MODES = ("auto", "async", "serial")
 PARAM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BETA_MAX = 4.0
 
@@ -89,7 +89,8 @@ class ESampConfig:
     greedy: str = "skip"                   # skip: T=0 rows untouched | apply: argmax over reweighted candidates
     temperature_form: str = "tllm"         # tllm: (1+b)l/T - b*l_dist | scaled: ((1+b)l - b*l_dist)/T
     train_rows: str = "all"                # all | first_per_group
-    update_mode: str = "async"             # async: overlapped with the step (worker thread / CUDA side stream) | serial
+    update_mode: str = "auto"              # auto: async on CUDA, serial on CPU | async (worker thread / CUDA side
+                                           # stream, overlapped with the step) | serial (inline)
     taps: str = "paper"                    # tap preset (algo.taps)
     warm_start: Optional[str] = None       # path to a distiller file in the Distiller.export_state() layout
     session_ttl_s: float = 600.0

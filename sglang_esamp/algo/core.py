@@ -118,29 +118,37 @@ class ESampCore:
     def sample(self, logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
                min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor], *,
                novelty: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None) -> SampleOutput:
+               generator: Optional[torch.Generator] = None, record: bool = True) -> SampleOutput:
         """The ESamp rule (``algo.sampling``) with this server's cap, greedy mode and temperature form (timed).
-        ``novelty`` [R] (1/0): 0 rows get the sharpening control (no distiller term)."""
+        ``novelty`` [R] (1/0): 0 rows get the sharpening control (no distiller term). ``record=False`` leaves
+        the sample counters to ``train(..., sample=out)``, which reads them off the caller's path."""
         phase_s = {}
         out = esamp_sample(logits, temperatures, top_ks, top_ps, min_ps, betas, h_hat, self.lm_head_weight,
                            self.lm_head_bias, candidate_cap=self.config.candidate_cap,
                            greedy_mode=self.config.greedy, temperature_form=self.config.temperature_form,
                            novelty=novelty, noise=noise, generator=generator, phase_s=phase_s)
-        self.counters.record_sample(out)
+        if record:
+            self.counters.record_sample(out)
         for name, dt in phase_s.items():
             self.counters.add(f"time_{name}_s", dt)
         return out
 
-    def train(self, h_src: torch.Tensor, h_tgt: torch.Tensor, slot_ids: torch.Tensor) -> None:
+    def train(self, h_src: torch.Tensor, h_tgt: torch.Tensor, slot_ids: torch.Tensor, *,
+              sample: Optional[SampleOutput] = None, after: Optional[Callable[[], None]] = None) -> None:
         """Submit this step's update (one per decode step); rows with slot < 0 are ignored.
 
         With ``train_rows="first_per_group"`` only the first row of each slot is used. The caller hands over the
         tensors (they must not change until the next ``join``); row selection and every host read happen inside
-        the update, off the caller's path. The result is ``last_train_result``.
+        the update, off the caller's path. ``sample`` (a ``sample(..., record=False)`` output) is counted there
+        too, and ``after`` runs there last. The result is ``last_train_result``.
         """
         first_only = self.config.train_rows == "first_per_group"
 
         def update():
+            if sample is not None:
+                self.counters.record_sample(sample)
+            if after is not None:
+                after()
             sid = slot_ids.to(device=h_src.device, dtype=torch.int64)
             keep = sid >= 0
             if first_only:

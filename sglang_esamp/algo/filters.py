@@ -4,12 +4,16 @@ SGLang (pytorch backend) does, per row: ``logits.div_(T)`` in the logits dtype, 
 descending, ``cumsum``; zero ranks ``>= top_k``; zero where ``cumsum - p > top_p``; with min-p zero where
 ``p < p_max * min_p``; sample from what is left. Greedy requests arrive normalized as T = 1, top_k = 1.
 
-Here: one ``topk(C + 1)`` by scaled logit plus the same softmax over V. Every filter is a prefix of the sorted
+Here: one ``topk`` by scaled logit plus the same softmax over V. Every filter is a prefix of the sorted
 order (top-k trivially; top-p because ``cumsum - p`` is non-decreasing; min-p and ``p > 0`` because the probs are
 non-increasing), so the candidate set is the prefix of length ``count`` = the number of ranks passing all masks.
 ``p > 0`` is part of the rule: a token whose prob underflowed to 0 is never sampled by SGLang, so it is no
 candidate here either (the candidate set is exactly the support of SGLang's filtered distribution).
 The extra (C+1)-th column tells whether the filter wanted more than C tokens (``truncated``).
+Width of the ``topk``: ``C + 1`` in general, but a filter bounds it exactly before any sort: with min-p the kept
+set is a prefix of ``{p >= p_max * min_p}`` (one comparison pass over the probs already computed), with top-k it
+is at most k. The batch's width is the largest bound + 1, so with a filter set the cost stays flat in C (and the
+partial sort is over a handful of columns, not 1025), and the result is the same as with ``C + 1``.
 Ties (equal scaled logits at a filter boundary) may be ordered differently than SGLang's sort; any order is valid.
 """
 from __future__ import annotations
@@ -35,6 +39,21 @@ def scale_logits(logits: torch.Tensor, temperatures: torch.Tensor) -> torch.Tens
     return logits.div(temperatures.reshape(-1, 1).to(torch.float32)).to(logits.dtype)
 
 
+def _topk_width(probs: torch.Tensor, top_ks: torch.Tensor, min_ps: torch.Tensor, cap: int) -> int:
+    """Columns the filter can keep at most, + 1 (to detect a cap truncation), over the batch; at most C + 1."""
+    r, v = probs.shape
+    if r == 0:
+        return min(cap + 1, v)
+    min_ps = min_ps.reshape(-1, 1).to(torch.float32)
+    bound = top_ks.reshape(-1).to(torch.int64).clamp(max=v)
+    with_min_p = min_ps.reshape(-1) > 0
+    if bool(with_min_p.any()):
+        p_max = probs.max(dim=1, keepdim=True).values
+        kept = (probs >= p_max * min_ps).sum(dim=1)       # the filter's own min-p comparison, on the same probs
+        bound = torch.where(with_min_p, torch.minimum(bound, kept), bound)
+    return int(min(cap + 1, v, int(bound.max()) + 1))
+
+
 def filter_candidates(scaled: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor, min_ps: torch.Tensor,
                       cap: int) -> Candidates:
     """Candidates of each row of temperature-scaled logits ``scaled`` [R, V] (fp32 or bf16).
@@ -42,8 +61,8 @@ def filter_candidates(scaled: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.
     top_ks: int [R] (any k >= V = no limit, e.g. SGLang's TOP_K_ALL); top_ps, min_ps: float [R] (1.0 / 0.0 = off).
     """
     r, v = scaled.shape
-    width = min(cap + 1, v)
     probs = torch.softmax(scaled, dim=-1)
+    width = _topk_width(probs, top_ks, min_ps, cap)
     top_scaled, top_ids = torch.topk(scaled, width, dim=-1, sorted=True)
     top_probs = probs.gather(1, top_ids)
     csum = torch.cumsum(top_probs, dim=-1)

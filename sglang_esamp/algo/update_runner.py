@@ -7,7 +7,7 @@ one synchronisation point. At most one update is in flight: ``submit`` joins the
 
 * ``SerialUpdateRunner``: the update runs inside ``submit`` (the diagnostic baseline, ``--esamp-update-mode
   serial``).
-* ``ThreadUpdateRunner`` (``async``, the default): one persistent worker thread runs the update while the
+* ``ThreadUpdateRunner`` (``async``; the default on CUDA, ``auto``): one persistent worker thread runs the update while the
   scheduler finishes the step (output processing, scheduling, the next forward). On CPU the worker uses the
   process's intra-op thread setting (torch's thread count is process-wide; with ``OMP_NUM_THREADS=1`` the forward
   and the update each take one core). On CUDA the worker issues the update on its own side stream after an event
@@ -110,5 +110,14 @@ class ThreadUpdateRunner:
                 self._cv.notify_all()
 
 
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """``auto`` = async on CUDA (the update gets its own stream), serial on CPU: there the worker thread competes
+    with the forward for the same cores and the GIL, and on the 2-core machines measured (docs/performance.md)
+    async cost more than the inline update (SmolLM2 --quick on/off 0.947 async vs 1.009 serial)."""
+    if mode == "auto":
+        return "async" if torch.device(device).type == "cuda" else "serial"
+    return mode
+
+
 def make_update_runner(mode: str, device: torch.device):
-    return ThreadUpdateRunner(device) if mode == "async" else SerialUpdateRunner()
+    return ThreadUpdateRunner(device) if resolve_mode(mode, device) == "async" else SerialUpdateRunner()

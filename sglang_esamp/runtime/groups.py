@@ -99,6 +99,7 @@ class GroupMembers:
         if not m.joined or m.left:
             return
         m.left = True
+        self.core.join()   # the member's last step is counted (rows, stats) before it reports
         g = self.live_groups.get(m.group) if m.group is not None else None
         if g is None:
             return

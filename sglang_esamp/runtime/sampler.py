@@ -40,7 +40,8 @@ class ESampSampler(Sampler):
         try:
             out = current_runtime().core.sample(
                 step.logits, pick(sampling_info.temperatures), pick(sampling_info.top_ks),
-                pick(sampling_info.top_ps), pick(sampling_info.min_ps), step.betas, step.h_hat, novelty=step.novelty)
+                pick(sampling_info.top_ps), pick(sampling_info.min_ps), step.betas, step.h_hat, novelty=step.novelty,
+                record=False)   # counted with the update, off the scheduler's path
             new_ids = ids.clone()
             new_ids[rows] = out.tokens.to(ids.dtype)
         except Exception as e:  # contained: these rows keep SGLang's own tokens

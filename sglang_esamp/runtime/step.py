@@ -73,8 +73,7 @@ def plan_rows(forward_batch, batch) -> None:
 
 def _keep_owned(rt, step: ESampStep) -> ESampStep:
     """A delayed sample may run after a group was released: keep only rows whose group still owns its slot."""
-    slots = step.slots.tolist()
-    keep = [j for j, m in enumerate(step.members) if m.group is None or rt.core.slot_of(m.group) == slots[j]]
+    keep = [j for j, m in enumerate(step.members) if m.group is None or rt.core.slot_of(m.group) == m.slot]
     if len(keep) == len(step.members):
         return step
     idx = torch.tensor(keep, dtype=torch.int64, device=step.rows.device)
@@ -106,9 +105,9 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
             raise step.error
         # SGLang samples under inference mode; the update needs autograd on ordinary (non-inference) tensors
         with torch.inference_mode(False), torch.enable_grad():
-            rt.core.train(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone())
+            rt.core.train(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone(),
+                          sample=step.out, after=lambda out=step.out, members=step.members: _count_rows(members, out))
         rt.counters.add("esamp_steps")
-        _count_rows(step)
         if step_trace.enabled():
             step_trace.write([forward_batch.rids[i] for i in step.rows.tolist()],
                              [m.group for m in step.members], step.out)
@@ -139,10 +138,11 @@ def _contain(rt, step: ESampStep, error: BaseException) -> None:
         logger.exception("ESamp slot reset after a step error failed")
 
 
-def _count_rows(step: ESampStep) -> None:
-    if step.out is None:
+def _count_rows(members, out) -> None:
+    """Per-request row counts for meta_info.esamp (runs with the update, off the scheduler's path)."""
+    if out is None:
         return
-    for m, c in zip(step.members, step.out.counts.tolist()):
+    for m, c in zip(members, out.counts.tolist()):
         m.rows += 1
         m.multi_candidate_rows += c > 1
 

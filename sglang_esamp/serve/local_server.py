@@ -10,7 +10,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import requests
 
@@ -25,9 +25,18 @@ def free_port() -> int:
 def local_server(args: List[str], log_path: Path, env_extra: Optional[Dict[str, str]] = None,
                  start_timeout_s: float = 600.0) -> Iterator[str]:
     """Yields the base URL once ``/health`` answers; raises with the log's tail if the server dies first."""
+    with local_server_process(args, log_path, env_extra, start_timeout_s) as (base, _proc):
+        yield base
+
+
+@contextmanager
+def local_server_process(args: List[str], log_path: Path, env_extra: Optional[Dict[str, str]] = None,
+                         start_timeout_s: float = 600.0,
+                         module: str = "sglang_esamp.launch_server") -> Iterator[Tuple[str, subprocess.Popen]]:
+    """``local_server`` that also yields the server's process (tests look at it)."""
     port = free_port()
     env = dict(os.environ, **(env_extra or {}))
-    cmd = [sys.executable, "-m", "sglang_esamp.launch_server", "--host", "127.0.0.1", "--port", str(port), *args]
+    cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args]
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -45,7 +54,7 @@ def local_server(args: List[str], log_path: Path, env_extra: Optional[Dict[str, 
             if time.time() > deadline:
                 raise TimeoutError(f"server not healthy after {start_timeout_s:.0f}s (log: {log_path})")
             time.sleep(1)
-        yield base
+        yield base, proc
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -95,3 +95,31 @@ def test_underflowed_tokens_are_not_candidates():
     one = torch.ones(1)
     c = filter_candidates(logits, torch.full((1,), TOP_K_ALL), one, torch.zeros(1), cap=1024)
     assert sorted(c.ids[0, :c.counts[0]].tolist()) == [0, 3]   # exp(-205) == 0 in fp32: SGLang never samples it
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_filter_width_bound_gives_the_same_candidates_as_the_full_cap(seed, monkeypatch):
+    """The topk width bounded by min-p / top-k before the sort changes nothing: ids, logits, counts, truncation."""
+    from sglang_esamp.algo import filters
+
+    g = torch.Generator().manual_seed(seed)
+    r, v, cap = 7, 300, 64
+    scaled = torch.randn(r, v, generator=g) * (1 + 3 * torch.rand(r, 1, generator=g))
+    top_ks = torch.tensor([TOP_K_ALL, 5, TOP_K_ALL, 1, TOP_K_ALL, 200, 70])
+    top_ps = torch.tensor([1.0, 0.9, 0.5, 1.0, 1.0, 0.99, 1.0])
+    min_ps = torch.tensor([0.05, 0.0, 0.0, 0.1, 0.001, 0.0, 0.0])
+    bounded = filters.filter_candidates(scaled, top_ks, top_ps, min_ps, cap)
+    assert filters._topk_width(torch.softmax(scaled, -1), top_ks, min_ps, cap) <= cap + 1
+    monkeypatch.setattr(filters, "_topk_width", lambda probs, *a: min(cap + 1, probs.shape[1]))
+    full = filters.filter_candidates(scaled, top_ks, top_ps, min_ps, cap)
+    for name in ("ids", "scaled", "counts", "truncated"):
+        assert torch.equal(getattr(bounded, name), getattr(full, name)), name
+
+
+def test_min_p_bounds_the_sort_to_a_few_columns():
+    from sglang_esamp.algo import filters
+
+    scaled = torch.zeros(2, 1000)
+    scaled[:, :3] = 10.0                      # three plausible tokens, the rest ~e^-10 below
+    width = filters._topk_width(torch.softmax(scaled, -1), torch.full((2,), TOP_K_ALL), torch.full((2,), 0.05), 1024)
+    assert width == 4

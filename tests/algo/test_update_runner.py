@@ -74,3 +74,11 @@ def test_serial_runner_runs_inline():
     r = SerialUpdateRunner()
     r.submit(lambda: 3)
     assert r.last_result == 3
+
+
+def test_auto_mode_is_async_on_cuda_and_serial_on_cpu():
+    from sglang_esamp.algo.update_runner import resolve_mode
+
+    assert resolve_mode("auto", torch.device("cuda")) == "async"
+    assert resolve_mode("auto", torch.device("cpu")) == "serial"
+    assert resolve_mode("async", torch.device("cpu")) == "async"

