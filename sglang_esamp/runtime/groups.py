@@ -4,8 +4,11 @@ releases it with its last (``ESampCore.acquire/release``).
 
 The n siblings of one request are admitted one by one, and a sibling that finishes early must not free the
 distiller the others still use: the slot is released when no member is live *and* all ``size`` expected members
-have left. A group with no live member that stays incomplete for ``config.group_linger_s`` (a sibling aborted
-before admission, or never sent) is released anyway and counted as ``groups_expired``.
+have left. A member that ends before its first decode step (its first token was EOS, or it was aborted while
+queued) never joins, but it still leaves: it counts towards its group's ``size`` whether or not the group is live
+yet, so the group frees its slot the moment its last member leaves. A group with no live member that stays
+incomplete for ``config.group_linger_s`` (a sibling never sent) is released anyway and counted as
+``groups_expired`` -- a backstop a healthy server does not need.
 Sharpening-control requests (``esamp.sharpen_only``) are members without a group: no slot, nothing trained.
 """
 from __future__ import annotations
@@ -55,10 +58,12 @@ class GroupMembers:
         self.config = config
         self.clock = clock
         self.live_groups: Dict[str, GroupState] = {}
+        self.left_early: Dict[str, list] = {}   # group key -> [members that left before the group existed, time]
         c = core.counters
         c.declare("groups_live")
         c.declare("groups_released")
         c.declare("groups_expired")
+        c.declare("members_left_before_decode")
 
     def member_of(self, req) -> Optional[Member]:
         """Parsed once per request and cached on it; None = ESamp off (absent, disabled or beta 0)."""
@@ -86,7 +91,8 @@ class GroupMembers:
         g = self.live_groups.get(m.group)
         if g is None:
             slot = self.core.acquire(m.group, m.request.session, warm=m.warm)
-            g = self.live_groups[m.group] = GroupState(m.group, m.group_size, slot)
+            early = self.left_early.pop(m.group, [0])[0]
+            g = self.live_groups[m.group] = GroupState(m.group, m.group_size, slot, left=early)
             self.core.counters.set("groups_live", len(self.live_groups))
         g.last_seen = now
         if not m.joined:
@@ -96,11 +102,16 @@ class GroupMembers:
         return g.slot
 
     def leave(self, m: Member):
-        if not m.joined or m.left:
+        if m.left:
             return
         m.left = True
+        if m.group is None:
+            return
+        if not m.joined:
+            self._left_before_joining(m)
+            return
         self.core.join()   # the member's last step is counted (rows, stats) before it reports
-        g = self.live_groups.get(m.group) if m.group is not None else None
+        g = self.live_groups.get(m.group)
         if g is None:
             return
         m.final_stats = self.core.group_stats(m.group) if g.slot is not None else None
@@ -110,8 +121,25 @@ class GroupMembers:
         if not g.live and g.left >= g.size:
             self._release(g)
 
+    def _left_before_joining(self, m: Member):
+        self.core.counters.add("members_left_before_decode")
+        g = self.live_groups.get(m.group)
+        if g is not None:
+            g.left += 1
+            g.last_seen = self.clock()
+            if not g.live and g.left >= g.size:
+                self._release(g)
+            return
+        entry = self.left_early.setdefault(m.group, [0, 0.0])
+        entry[0] += 1
+        entry[1] = self.clock()
+        if entry[0] >= m.group_size:
+            del self.left_early[m.group]   # every member ended before decoding: the group never needed a slot
+
     def expire_stale(self):
         now = self.clock()
+        for key in [k for k, (_, t) in self.left_early.items() if now - t > self.config.group_linger_s]:
+            del self.left_early[key]
         for g in [g for g in self.live_groups.values()
                   if not g.live and now - g.last_seen > self.config.group_linger_s]:
             self.core.counters.add("groups_expired")
@@ -141,8 +169,3 @@ class GroupMembers:
             out[k] = (stats or {}).get(k, 0 if k in ("steps", "rows_trained") else None)
         return out
 
-
-def cached_member(req) -> Optional[Member]:
-    """The Member parsed for ``req`` by ``GroupMembers.member_of`` (None if never parsed or ESamp off)."""
-    m = getattr(req, MEMBER_ATTR, None)
-    return m or None

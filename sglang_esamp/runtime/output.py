@@ -10,7 +10,6 @@ from __future__ import annotations
 from sglang.srt.managers.scheduler_components.output_streamer import SchedulerOutputStreamer
 
 from ..wire.request import META_KEY
-from .groups import cached_member
 from .runtime import current_runtime
 
 
@@ -21,7 +20,7 @@ class ESampOutputStreamer(SchedulerOutputStreamer):
         rt = current_runtime()
         values = []
         for req in reqs:
-            m = cached_member(req) if rt is not None else None
+            m = rt.members.member_of(req) if rt is not None else None   # also a request that never decoded
             values.append(rt.members.report(m) if m else None)
         return {META_KEY: values}
 

@@ -26,7 +26,6 @@ import logging
 import torch
 
 from . import step_state, step_trace
-from .groups import cached_member
 from .runtime import current_runtime
 from .step_state import ESampStep
 
@@ -151,7 +150,7 @@ def request_left(req) -> None:
     rt = current_runtime()
     if rt is None or not req.finished():
         return  # a retracted request comes back; only finished/aborted ones leave
-    m = cached_member(req)
+    m = rt.members.member_of(req)   # parsed here if it ends before its first decode step
     if m:
         rt.members.leave(m)
         rt.metrics.maybe_update(rt.snapshot, force=True)

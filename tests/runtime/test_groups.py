@@ -101,3 +101,27 @@ def test_random_init_request_skips_the_warm_start():
     assert torch.all(core.bank.params["blocks.0.up"][sw] == 0.5)
     assert torch.all(core.bank.params["blocks.0.down"][sc] == 0)      # random init: identity map
     assert reg.report(warm)["init"] == "warm" and reg.report(cold)["init"] == "random"
+
+
+def test_siblings_that_end_before_decoding_still_leave_and_free_the_slot_at_once():
+    """Two of four siblings end at their first token (never join): the slot goes with the last decoding one."""
+    reg, core, clock = make(linger=30.0)
+    sibs = [reg.member_of(req(f"r{i}", {"beta": 0.3}, "p", 4)) for i in range(4)]
+    reg.leave(sibs[0])                       # ended at its first token, before the group existed
+    reg.join(sibs[1]), reg.join(sibs[2])
+    reg.leave(sibs[3])                       # ended at its first token, group live
+    reg.leave(sibs[1])
+    assert core.bank.occupancy == 1
+    reg.leave(sibs[2])
+    assert core.bank.occupancy == 0 and reg.live_groups == {}
+    st = core.stats()
+    assert st["groups_expired"] == 0 and st["members_left_before_decode"] == 2
+
+
+def test_a_group_whose_members_all_end_before_decoding_never_takes_a_slot():
+    reg, core, _ = make()
+    sibs = [reg.member_of(req(f"r{i}", {"beta": 0.3}, "q", 3)) for i in range(3)]
+    for m in sibs:
+        reg.leave(m)
+    assert core.bank.occupancy == 0 and reg.left_early == {} and reg.live_groups == {}
+    assert reg.report(sibs[0])["steps"] == 0 and reg.report(sibs[0])["fallback"] is False

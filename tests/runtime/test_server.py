@@ -106,6 +106,27 @@ def test_sharpening_control_and_random_init_through_the_same_request_path(server
     assert wait_occupancy_zero(base) == 0
 
 
+def test_siblings_ending_at_their_first_token_free_the_slot_at_once(server):
+    """The raw prompt below ends at the first token with p ~ 0.5 on SmolLM2: such siblings never reach a decode step
+    but must still leave their group, so the slot is free right after the response (not after the 30 s linger),
+    and every output carries meta_info.esamp (steps 0 where it never decoded)."""
+    base = server["base"]
+    before = stats(base)["total"]
+    for _ in range(3):
+        r = requests.post(base + "/generate", json={"text": "Write a short poem about autumn.", "sampling_params": {
+            "temperature": 1.0, "min_p": 0.05, "max_new_tokens": 8, "n": 4, "esamp": {"beta": 0.25}}})
+        assert r.status_code == 200, r.text
+        assert all("esamp" in o["meta_info"] for o in r.json())
+    deadline = time.time() + 2
+    while (stats(base)["total"]["groups_live"] or stats(base)["total"]["bank_occupancy"]) and time.time() < deadline:
+        time.sleep(0.1)
+    after = stats(base)["total"]
+    assert after["groups_live"] == 0 and after["bank_occupancy"] == 0
+    assert after["groups_expired"] == before["groups_expired"]
+    print("members that ended before decoding:", after["members_left_before_decode"] -
+          before["members_left_before_decode"])
+
+
 def test_prometheus_metrics_expose_the_counters(server):
     text = requests.get(server["base"] + "/metrics", timeout=30).text
 
