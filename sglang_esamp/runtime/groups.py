@@ -116,6 +116,10 @@ class GroupMembers:
             return
         m.final_stats = self.core.group_stats(m.group) if g.slot is not None else None
         g.live.discard(m.rid)
+        self._count_left(g)
+
+    def _count_left(self, g: GroupState):
+        """One more of the group's ``size`` members is gone; the last one releases the slot."""
         g.left += 1
         g.last_seen = self.clock()
         if not g.live and g.left >= g.size:
@@ -125,10 +129,7 @@ class GroupMembers:
         self.core.counters.add("members_left_before_decode")
         g = self.live_groups.get(m.group)
         if g is not None:
-            g.left += 1
-            g.last_seen = self.clock()
-            if not g.live and g.left >= g.size:
-                self._release(g)
+            self._count_left(g)
             return
         entry = self.left_early.setdefault(m.group, [0, 0.0])
         entry[0] += 1

@@ -103,9 +103,6 @@ class ESampRequest:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) != getattr(default, f.name)}
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def accept(holder: MutableMapping, value: Any = None, config: Optional[ESampConfig] = None, *,
            pop_key: bool = True) -> Optional[ESampRequest]:

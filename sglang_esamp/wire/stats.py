@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-COMBINE_MODES = ("sum", "max", "per_rank")
-
-
 def merge_counters(per_rank: List[Optional[Dict]]) -> Dict[str, Any]:
     total: Dict[str, Any] = {}
     for snap in per_rank:
