@@ -10,6 +10,9 @@ yet, so the group frees its slot the moment its last member leaves. A group with
 incomplete for ``config.group_linger_s`` (a sibling never sent) is released anyway and counted as
 ``groups_expired`` -- a backstop a healthy server does not need.
 Sharpening-control requests (``esamp.sharpen_only``) are members without a group: no slot, nothing trained.
+A request with ``max_new_tokens == 0`` is no member: SGLang sends one such copy of an ``n > 1`` request first to
+cache the shared prefix, and it carries the group stamp of the n siblings -- counted, it would be an (n+1)-th
+member and could let the group free its slot before its last sibling joined.
 """
 from __future__ import annotations
 
@@ -71,8 +74,9 @@ class GroupMembers:
         if cached is not False:
             return cached
         member = None
-        request, stamp = read_scheduled(getattr(req.sampling_params, "custom_params", None))
-        if request is not None:
+        sp = req.sampling_params
+        request, stamp = read_scheduled(getattr(sp, "custom_params", None))
+        if request is not None and getattr(sp, "max_new_tokens", None) != 0:
             beta = request.effective_beta(self.config)
             if beta > 0 and request.sharpen_only:
                 member = Member(rid=req.rid, request=request, beta=beta, group=None, group_size=1)

@@ -16,7 +16,7 @@ def test_engine_runs_and_plugin_reaches_the_scheduler(tiny_model_path, tmp_path,
         out = llm.generate(["Return the", "The value of"], {"temperature": 0, "max_new_tokens": 6})
         assert len(out) == 2 and all(o["meta_info"]["completion_tokens"] == 6 for o in out)
         multi = llm.generate("Return the", {"temperature": 1.0, "max_new_tokens": 5, "n": 3,
-                                            "esamp": {"beta": 0.3}})
+                                            "ignore_eos": True, "esamp": {"beta": 0.3}})
         assert len(multi) == 3
         groups = {o["meta_info"]["esamp"]["group"] for o in multi}
         assert len(groups) == 1  # the n siblings share one distiller
@@ -29,4 +29,7 @@ def test_engine_runs_and_plugin_reaches_the_scheduler(tiny_model_path, tmp_path,
     # may have loaded plugins before the trace dir was set, when another Engine test ran first.)
     assert state["pid"] in pids and state["pid"] != os.getpid()
     assert len(pids - {os.getpid()}) >= 2
-    assert state["counters"]["updates"] > 0 and state["counters"]["bank_occupancy"] == 0
+    c = state["counters"]
+    assert c["updates"] > 0 and c["bank_occupancy"] == 0 and c["groups_released"] == 1
+    # SGLang's prefix-caching copy of the n=3 request (max_new_tokens 0) is no member of the group
+    assert c["members_left_before_decode"] == 0 and c["groups_expired"] == 0

@@ -125,3 +125,19 @@ def test_a_group_whose_members_all_end_before_decoding_never_takes_a_slot():
         reg.leave(m)
     assert core.bank.occupancy == 0 and reg.left_early == {} and reg.live_groups == {}
     assert reg.report(sibs[0])["steps"] == 0 and reg.report(sibs[0])["fallback"] is False
+
+
+def test_the_prefix_caching_copy_of_an_n_request_is_no_member():
+    """SGLang first sends a max_new_tokens=0 copy of an n>1 request (same stamp); counting it would free the slot
+    while the last sibling has not joined yet."""
+    reg, core, _ = make()
+    warmup = req("w", {"beta": 0.3}, "p", 2)
+    warmup.sampling_params.max_new_tokens = 0
+    assert reg.member_of(warmup) is None
+    a, b = (reg.member_of(req(r, {"beta": 0.3}, "p", 2)) for r in "ab")
+    reg.join(a)
+    reg.leave(a)                 # b has not joined yet: the slot stays
+    assert core.bank.occupancy == 1
+    reg.join(b)
+    reg.leave(b)
+    assert core.bank.occupancy == 0 and core.stats()["members_left_before_decode"] == 0
