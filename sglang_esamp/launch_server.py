@@ -64,8 +64,17 @@ def main(argv=None):
     from sglang.srt.server_args import prepare_server_args
     from sglang.srt.utils import kill_process_tree
 
+    from .hooks import check_hooks_applied
+    from .wire.modes import UnsupportedModeError, check_server_mode
+
     load_plugins()
+    check_hooks_applied()
     server_args = prepare_server_args(sglang_argv)
+    try:
+        check_server_mode(server_args)
+    except UnsupportedModeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         run_server(server_args)
     finally:

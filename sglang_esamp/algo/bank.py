@@ -9,13 +9,28 @@ Decisions recorded here (DESIGN §1 gives the loss, the optimizer and the lifecy
     on CPU than the explicit ops, which remain for other dtypes and as the tested reference). SGD is
     ``p -= lr * g`` (no momentum). Moments are fp32 whatever the parameter dtype.
   * Per-slot clipping follows ``clip_grad_norm_``: scale by ``min(1, clip / (norm + 1e-6))``.
-  * A slot whose rows carry non-finite inputs, or whose loss or grad norm is non-finite, is re-initialised (random
-    with a fresh seed, or the warm start) with zeroed optimizer state, is not updated this step, and is counted.
+  * A row whose src or tgt holds a NaN/inf is dropped from the update (``TrainResult.dropped_rows``); its slot trains
+    on its remaining rows, and a slot left with none is simply not updated this step (no reset).
+  * A slot whose loss or grad norm (computed from finite rows) is non-finite is reset: re-initialised the way it was
+    first initialised (random with a fresh seed, or the warm start), zeroed optimizer state, not updated this step,
+    listed in ``reset_slots``.
+  * Divergence guard (``DivergenceGuard``; 0 disables a check): each slot keeps a baseline of its own loss, a
+    bias-corrected EMA (decay ``BASELINE_DECAY``) of the losses of the steps it was updated on since it was last
+    (re)initialised, compared as at least ``ENERGY_FLOOR`` x the same EMA of its target energy (mean
+    ||h_tgt||^2), so a slot that fitted a repetition is not reset by the token that ends it. Once it has
+    ``min_steps`` of them, a step whose loss exceeds ``factor`` x baseline, or whose mean prediction norm exceeds
+    ``norm_factor`` x the mean target norm of its rows, resets the slot the same way (listed in ``diverged_slots``,
+    not in ``reset_slots``); that step enters no baseline (they start afresh with the re-initialised slot). A finite
+    divergence otherwise keeps steering with a distiller whose predictions are far off (losses 30-6000x normal
+    were measured at a too-high lr). ``ESampConfig`` gives the measurements behind the defaults. Cost: three row
+    reductions per slot on the device; the baselines are host floats updated from the per-slot stats, which the
+    step reads back in one ``tolist()`` (loss and novelty used to take several reads per slot).
   * Random init of the k-th slot initialisation draws from a CPU generator seeded ``seed + k``, so a bank run is
     reproducible and slots do not share draws.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -27,6 +42,15 @@ from esamp_kernels.grouped_forward_ref import distiller_forward_ref
 from .distiller import DistillerShape, check_state_matches, init_params_
 
 CLIP_EPS = 1e-6
+# the loss baseline's EMA decay (~20-step memory): short enough to follow a slot's loss down while it fits its group,
+# long enough that one novel token barely moves it
+BASELINE_DECAY = 0.95
+# the loss baseline is compared as at least this share of the slot's target energy (EMA of mean ||h_tgt||^2, the
+# loss of predicting 0). A slot that fits a repetition (a looping sample) drives its loss ~1000x below the energy;
+# the tokens that break the loop then cost 80-260x that baseline (measured, SmolLM2), though nothing diverged: they
+# cost at most ~3x the energy (a seen target is at most ~4x the energy away from a new one of the same scale), far
+# below factor (100) x 0.2 = 20x. Diverged steps measured 120-1000x the energy, so the floor costs no detection.
+ENERGY_FLOOR = 0.2
 
 
 @dataclass(frozen=True)
@@ -38,16 +62,28 @@ class OptimizerSpec:
     grad_clip: float = 0.5      # 0 disables
 
 
+@dataclass(frozen=True)
+class DivergenceGuard:
+    """When a finite step resets its slot (module docstring); ``ESampConfig.divergence_*`` gives the server's values
+    and their reasons. A factor of 0 disables that check."""
+    factor: float = 100.0        # loss > factor x the slot's loss baseline
+    norm_factor: float = 10.0    # mean ||h_hat|| > norm_factor x mean ||h_tgt|| over the slot's rows
+    min_steps: int = 5           # updates since (re)initialisation before either check applies
+
+
 @dataclass
 class TrainResult:
     """What one training step did, per active slot (lists aligned with ``slots``)."""
     slots: List[int] = field(default_factory=list)
-    rows: List[int] = field(default_factory=list)
-    losses: List[float] = field(default_factory=list)          # per-slot loss (NaN/inf where it was non-finite)
+    rows: List[int] = field(default_factory=list)               # finite rows the loss was computed on
+    dropped_rows: List[int] = field(default_factory=list)       # rows dropped for a non-finite src or tgt
+    losses: List[float] = field(default_factory=list)          # per-slot loss (NaN/inf where it was non-finite,
+                                                               # NaN where no finite row was left)
     novelty_sums: List[float] = field(default_factory=list)    # sum over the slot's rows of ||h_tgt - h_hat||
-    grad_norms: List[float] = field(default_factory=list)      # before clipping
+    grad_norms: List[float] = field(default_factory=list)      # before clipping (0 where no backward ran)
     updated: List[bool] = field(default_factory=list)
     reset_slots: List[int] = field(default_factory=list)        # re-initialised because of non-finite values
+    diverged_slots: List[int] = field(default_factory=list)     # re-initialised by the divergence guard
 
 
 @dataclass(frozen=True)
@@ -82,7 +118,8 @@ def bank_memory(shape: DistillerShape, slots: int, dtype: torch.dtype, optimizer
 class DistillerBank:
     def __init__(self, shape: DistillerShape, slots: int, optimizer: OptimizerSpec = OptimizerSpec(),
                  dtype: torch.dtype = torch.float32, device=None, seed: int = 0,
-                 warm_start: Optional[Dict[str, torch.Tensor]] = None, fused_adam: bool = True):
+                 warm_start: Optional[Dict[str, torch.Tensor]] = None, fused_adam: bool = True,
+                 guard: DivergenceGuard = DivergenceGuard()):
         self.shape = shape
         self.num_slots = slots
         self.opt = optimizer
@@ -105,6 +142,13 @@ class DistillerBank:
         self.active = [False] * slots
         self.slot_warm = [False] * slots   # initialised from the warm start (a reset re-initialises the same way)
         self._inits = 0           # number of slot initialisations so far (seeds the next random init)
+        self.guard = guard
+        # per-slot baselines since (re)init: bias-corrected EMAs (sum / weight) of the loss and of the target energy
+        # (mean ||h_tgt||^2), host floats updated from the values each step reads back anyway; and the update count
+        self._base_sum = [0.0] * slots
+        self._energy_sum = [0.0] * slots
+        self._base_weight = [0.0] * slots
+        self._base_steps = [0] * slots
         # torch's fused Adam kernel needs fp32 params (same dtype as the fp32 moments); else the explicit path
         self.fused_adam = fused_adam and dtype == torch.float32 and hasattr(torch, "_fused_adam_")
 
@@ -142,12 +186,24 @@ class DistillerBank:
                 for t in d.values():
                     t[slot].zero_()
             self.steps[slot] = 0
+        self._base_sum[slot] = self._energy_sum[slot] = self._base_weight[slot] = 0.0
+        self._base_steps[slot] = 0
         self._inits += 1
 
     def reset_slot(self, slot: int):
-        """Re-initialise after non-finite values, the way the slot was first initialised (counted by the caller
-        from ``TrainResult.reset_slots``)."""
+        """Re-initialise after non-finite values or a divergence, the way the slot was first initialised (counted
+        by the caller from ``TrainResult.reset_slots`` / ``diverged_slots``)."""
         self.init_slot(slot, warm=self.slot_warm[slot])
+
+    def loss_baseline(self, slot: int) -> Optional[float]:
+        """The slot's loss baseline (None before its first update since (re)initialisation)."""
+        w = self._base_weight[slot]
+        return self._base_sum[slot] / w if w > 0 else None
+
+    def energy_baseline(self, slot: int) -> Optional[float]:
+        """The slot's baseline of the target energy mean ||h_tgt||^2 (None like ``loss_baseline``)."""
+        w = self._base_weight[slot]
+        return self._energy_sum[slot] / w if w > 0 else None
 
     @property
     def occupancy(self) -> int:
@@ -172,67 +228,117 @@ class DistillerBank:
                                              self.shape.out_ln)
 
     def train_step(self, src: torch.Tensor, tgt: torch.Tensor, slot_ids: torch.Tensor) -> TrainResult:
-        """One update of every slot that has rows: loss = sum over slots of mean over rows of ||tgt - f(src)||^2."""
+        """One update of every slot that has rows: loss = sum over slots of mean over rows of ||tgt - f(src)||^2,
+        over the rows whose src and tgt are finite (see the module docstring for drops, resets and the guard)."""
         res = TrainResult()
         slot_ids = slot_ids.to(torch.int64)
         if slot_ids.numel() == 0:
             return res
-        uniq = torch.unique(slot_ids).tolist()
+        row_finite = torch.isfinite(src).all(dim=1) & torch.isfinite(tgt).all(dim=1)
+        # the distinct slots and their non-finite row counts, in one host read
+        uniq_t, inverse = torch.unique(slot_ids, return_inverse=True)
+        bad = torch.zeros_like(uniq_t).index_add_(0, inverse, (~row_finite).to(torch.int64))
+        head = torch.cat([uniq_t, bad]).tolist()
+        uniq, dropped = head[:len(head) // 2], head[len(head) // 2:]
         for s in uniq:
             self._check_slot(s)
             if not self.active[s]:
                 raise ValueError(f"slot {s} is not allocated")
-        row_finite = torch.isfinite(src).all(dim=1) & torch.isfinite(tgt).all(dim=1)
+        n = len(uniq)
+        guard = self.guard
+        with_guard = guard.factor > 0 or guard.norm_factor > 0
 
         # leaf copies of the active slots' parameters; local index a <-> slot uniq[a]
         idx = torch.tensor(uniq, dtype=torch.int64, device=self.device)
         leaves = {name: t.index_select(0, idx).float().requires_grad_(True) for name, t in self.params.items()}
         # unbind, not leaf[a]: its backward stacks the per-slot grads once instead of adding A full-size zeros
         per_slot = {name: leaf.unbind(0) for name, leaf in leaves.items()}
-        losses, ok = [], []
+        losses: Dict[int, torch.Tensor] = {}
+        stats, computed = [], []          # per computed slot: [loss, novelty sum(, pred norm, tgt norm, tgt energy)]
         for a, s in enumerate(uniq):
-            rows = (slot_ids == s).nonzero(as_tuple=True)[0]
+            sel = slot_ids == s
+            if dropped[a]:
+                sel = sel & row_finite
+            rows = sel.nonzero(as_tuple=True)[0]
             res.slots.append(s)
             res.rows.append(int(rows.numel()))
-            if not bool(row_finite.index_select(0, rows).all()):
-                res.losses.append(float("nan"))
-                res.novelty_sums.append(float("nan"))
-                losses.append(None)
-                ok.append(False)
+            res.dropped_rows.append(dropped[a])
+            if rows.numel() == 0:          # every row dropped: nothing to learn from this step
                 continue
-            pred = distiller_forward_ref(src.index_select(0, rows).float(), {n: p[a] for n, p in per_slot.items()},
+            y = tgt.index_select(0, rows).float()
+            pred = distiller_forward_ref(src.index_select(0, rows).float(), {k: p[a] for k, p in per_slot.items()},
                                          self.shape.blocks, self.shape.out_ln)
-            sq = (tgt.index_select(0, rows).float() - pred).pow(2).sum(dim=1)
+            sq = (y - pred).pow(2).sum(dim=1)
             loss = sq.mean()
-            res.losses.append(float(loss.detach()))
-            res.novelty_sums.append(float(sq.detach().sqrt().sum()))
-            good = bool(torch.isfinite(loss.detach()))
-            losses.append(loss if good else None)
-            ok.append(good)
+            st = [loss.detach(), sq.detach().sqrt().sum()]
+            if with_guard:                  # row means of ||h_hat||, ||h_tgt||, ||h_tgt||^2
+                tn = torch.linalg.vector_norm(y, dim=1)
+                st += [torch.linalg.vector_norm(pred.detach(), dim=1).mean(), tn.mean(), tn.square().mean()]
+            stats.append(torch.stack(st))
+            computed.append(a)
+            losses[a] = loss
+        values = dict(zip(computed, torch.stack(stats).tolist())) if stats else {}   # the one read of the stats
 
-        finite = [l for l in losses if l is not None]
-        if finite:
-            torch.stack(finite).sum().backward()
-        grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in leaves.items()}
-        norms = torch.zeros(len(uniq), dtype=torch.float32, device=self.device)
+        res.losses = [float("nan")] * n
+        res.novelty_sums = [float("nan")] * n
+        fate = ["skipped"] * n            # skipped (no finite row) | update | nonfinite | diverged
+        for a, v in values.items():
+            res.losses[a], res.novelty_sums[a] = v[0], v[1]
+            if not math.isfinite(v[0]):
+                fate[a] = "nonfinite"
+            elif with_guard and self._diverges(uniq[a], v):
+                fate[a] = "diverged"
+            else:
+                fate[a] = "update"
+
+        trained = [losses[a] for a in range(n) if fate[a] == "update"]
+        if trained:
+            torch.stack(trained).sum().backward()
+        grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in leaves.items()}
+        norms = torch.zeros(n, dtype=torch.float32, device=self.device)
         for g in grads.values():
-            norms += torch.linalg.vector_norm(g.reshape(len(uniq), -1), dim=1).square()
+            norms += torch.linalg.vector_norm(g.reshape(n, -1), dim=1).square()
         norms = norms.sqrt()
-        norm_list = norms.tolist()
-        for a in range(len(uniq)):
-            if ok[a] and not torch.isfinite(norms[a]):
-                ok[a] = False
-        res.grad_norms = norm_list
-        res.updated = list(ok)
+        res.grad_norms = norms.tolist()
+        for a in range(n):
+            if fate[a] == "update" and not math.isfinite(res.grad_norms[a]):
+                fate[a] = "nonfinite"
+        res.updated = [f == "update" for f in fate]
 
-        upd = [a for a in range(len(uniq)) if ok[a]]
+        upd = [a for a in range(n) if fate[a] == "update"]
         if upd:
             self._apply_update(idx, leaves, grads, norms, upd)
         for a, s in enumerate(uniq):
-            if not ok[a]:
+            if fate[a] == "update":
+                if with_guard:
+                    self._observe(s, values[a])
+            elif fate[a] == "nonfinite":
                 self.reset_slot(s)
                 res.reset_slots.append(s)
+            elif fate[a] == "diverged":
+                self.reset_slot(s)
+                res.diverged_slots.append(s)
         return res
+
+    def _diverges(self, slot: int, v: List[float]) -> bool:
+        """The divergence guard on one slot's finite step ``v`` = [loss, novelty, pred norm, tgt norm, energy]."""
+        g = self.guard
+        seen = self._base_steps[slot]
+        if seen < g.min_steps:
+            return False
+        if g.factor > 0 and seen > 0:
+            base = max(self.loss_baseline(slot), ENERGY_FLOOR * self.energy_baseline(slot))
+            if v[0] > g.factor * base:
+                return True
+        return g.norm_factor > 0 and v[2] > g.norm_factor * v[3]
+
+    def _observe(self, slot: int, v: List[float]):
+        """A step the slot was updated on enters its baselines (a rejected step never does)."""
+        d = BASELINE_DECAY
+        self._base_sum[slot] = d * self._base_sum[slot] + (1 - d) * v[0]
+        self._energy_sum[slot] = d * self._energy_sum[slot] + (1 - d) * v[4]
+        self._base_weight[slot] = d * self._base_weight[slot] + (1 - d)
+        self._base_steps[slot] += 1
 
     @torch.no_grad()
     def _apply_update(self, idx, leaves, grads, norms, upd: List[int]):

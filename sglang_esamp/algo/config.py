@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional, Tuple
 import torch
 
 from .distiller import DistillerShape
+from .faults import parse_fault_spec
 from .taps import TAP_PRESETS
 
 DISTILLER_PRESETS = {
@@ -83,6 +84,20 @@ class ESampConfig:
     eps: float = 1e-4                      # Adam epsilon
     betas: Tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.5                 # per-slot grad-norm clip; 0 disables
+    # divergence guard (algo.bank): after divergence_min_steps updates since a slot's (re)init, a step whose loss
+    # exceeds divergence_factor x the slot's loss baseline (EMA of its own losses, floored at 0.2 x its target
+    # energy), or whose mean prediction norm exceeds divergence_norm_factor x the mean target norm, resets the slot
+    # (counted in divergence_resets). 0 disables a check. The defaults sit far above normal variation, measured with
+    # the reference decoder on SmolLM2-135M (paper taps, 200 tokens, random and warm init, n 1 and 4, T 0.7 and 1):
+    # a step's loss reached at most 3.1x its baseline (a new token's novelty: 2-3x), 14x at a forced loop break;
+    # the prediction norm at most 1.0x the target's in normal decoding, 1.7x while looping (the identity init
+    # predicts 0.14x, the tllm preset's output LN up to 2.7x). Diverging steps (lr 1e-2 / 3e-2) reached 650-140000x
+    # and norm ratios 17-1300; with these defaults those runs reset 2-3 / 23-26 times in 199 steps, normal ones 0.
+    # min_steps 5: a 5-step baseline is already a fair mean (a fresh slot's first losses are its highest), and it
+    # judges an early blow-up (one measured at step 6) instead of letting it into the baseline.
+    divergence_factor: float = 100.0
+    divergence_norm_factor: float = 10.0
+    divergence_min_steps: int = 5
     bank_slots: int = 16
     default_beta: float = 0.25
     candidate_cap: int = 1024
@@ -97,6 +112,7 @@ class ESampConfig:
     session_max: Optional[int] = None      # None = min(4, bank_slots)
     param_dtype: str = "float32"
     seed: int = 0
+    debug_faults: Optional[str] = None     # test switch (algo.faults): e.g. "predict:0.05,update:0.05"; None = off
     max_group_size: int = 4096             # largest esamp.group_size a request may ask for
     group_linger_s: float = 30.0           # backstop: an incomplete group with no live member is freed after this
     memory_headroom: float = 0.5           # the bank may take at most this share of the memory free at startup
@@ -125,6 +141,12 @@ class ESampConfig:
         for i, b in enumerate(self.betas):
             check_real(f"{p}betas[{i}]", b, 0.0, 1.0, hi_open=True)
         check_real(p + "grad_clip", self.grad_clip, 0.0, 1e6)
+        for name in ("divergence_factor", "divergence_norm_factor"):
+            x = getattr(self, name)
+            check_real(p + name, x, 0.0, 1e12)
+            if 0 < x < 1:
+                raise ESampParamError(p + name, f"must be 0 (off) or >= 1, got {x:g}")
+        _check_int(p + "divergence_min_steps", self.divergence_min_steps, 0, 1 << 20)
         _check_int(p + "bank_slots", self.bank_slots, 1, 1 << 16)
         check_real(p + "default_beta", self.default_beta, 0.0, BETA_MAX)
         _check_int(p + "candidate_cap", self.candidate_cap, 1, 1 << 20)
@@ -141,11 +163,20 @@ class ESampConfig:
         _check_int(p + "session_max", self.session_max, 0, self.bank_slots)
         _check_choice(p + "param_dtype", self.param_dtype, PARAM_DTYPES)
         _check_int(p + "seed", self.seed, 0, (1 << 63) - 1)
+        try:
+            parse_fault_spec(self.debug_faults)
+        except ValueError as e:
+            raise ESampParamError(p + "debug_faults", str(e)) from None
         _check_int(p + "max_group_size", self.max_group_size, 1, 1 << 20)
         check_real(p + "group_linger_s", self.group_linger_s, 0.0, 1e9, lo_open=True)
         check_real(p + "memory_headroom", self.memory_headroom, 0.0, 1.0, lo_open=True)
 
     # -- derived --------------------------------------------------------------------------------------------
+    def divergence_guard(self):
+        from .bank import DivergenceGuard
+        return DivergenceGuard(factor=float(self.divergence_factor), norm_factor=float(self.divergence_norm_factor),
+                               min_steps=self.divergence_min_steps)
+
     def distiller_shape(self, hidden: int) -> DistillerShape:
         base = dict(DISTILLER_PRESETS[self.distiller])
         if self.width is not None:

@@ -50,7 +50,8 @@ class ESampCore:
         opt = OptimizerSpec(kind=config.optimizer, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
                             grad_clip=config.grad_clip)
         self.bank = DistillerBank(self.shape, config.bank_slots, opt, dtype=config.torch_param_dtype,
-                                  device=self.device, seed=config.seed, warm_start=warm_start_state)
+                                  device=self.device, seed=config.seed, warm_start=warm_start_state,
+                                  guard=config.divergence_guard())
         self.counters = ESampCounters(config.bank_slots)
         self.slots = SlotLifecycle(self.bank, self.counters, config.session_ttl_s, config.session_max, clock)
         self.runner = make_update_runner(config.update_mode, self.device)

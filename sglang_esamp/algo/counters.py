@@ -83,11 +83,14 @@ class SlotStats:
     novelty_sum: float = 0.0
     last_loss: Optional[float] = None
     nan_resets: int = 0
+    divergence_resets: int = 0
+    rows_dropped_nonfinite: int = 0
 
     def to_dict(self) -> dict:
         mean = self.novelty_sum / self.rows_trained if self.rows_trained else None
         return {"steps": self.steps, "rows_trained": self.rows_trained, "mean_novelty": mean,
-                "last_loss": self.last_loss, "nan_resets": self.nan_resets}
+                "last_loss": self.last_loss, "nan_resets": self.nan_resets,
+                "divergence_resets": self.divergence_resets, "rows_dropped_nonfinite": self.rows_dropped_nonfinite}
 
 
 class ESampCounters(CounterRegistry):
@@ -96,7 +99,7 @@ class ESampCounters(CounterRegistry):
         for name in ("updates", "rows_trained", "finite_losses", "nonfinite_losses", "loss_sum", "novelty_sum",
                      "sampled_rows", "candidate_rows_reweighted", "candidate_sum", "candidate_cap_truncations",
                      "bank_occupancy", "bank_full_fallbacks", "nan_resets", "error_resets", "groups_acquired", "sessions_evicted",
-                     "session_overflows"):
+                     "session_overflows", "rows_dropped_nonfinite", "divergence_resets"):
             self.declare(name)
         self.declare("bank_slots", initial=bank_slots)
         for phase in PHASES:   # wall seconds spent per phase of the ESamp step (see ESampCore)
@@ -110,11 +113,21 @@ class ESampCounters(CounterRegistry):
 
     # -- recorders (called by ESampCore and SlotLifecycle) --------------------------------------------------
     def record_train(self, result):
+        """Rows with a non-finite src/tgt were dropped (``rows_dropped_nonfinite``); a slot left with no row has no
+        loss and is not counted further. A step the divergence guard rejected is counted in ``divergence_resets``
+        only: its (finite, huge) loss stays out of ``loss_sum``/``finite_losses``/``last_loss``, so ``mean_loss``
+        describes the steps that trained."""
         with self.lock:
             trained_any = False
-            for s, rows, loss, nov, upd in zip(result.slots, result.rows, result.losses, result.novelty_sums,
-                                                result.updated):
+            diverged = set(result.diverged_slots)
+            for s, rows, dropped, loss, nov, upd in zip(result.slots, result.rows, result.dropped_rows, result.losses,
+                                                         result.novelty_sums, result.updated):
                 st = self._slots.setdefault(s, SlotStats())
+                if dropped:
+                    self.add("rows_dropped_nonfinite", dropped)
+                    st.rows_dropped_nonfinite += dropped
+                if rows == 0 or s in diverged:
+                    continue
                 if math.isfinite(loss):
                     self.add("finite_losses")
                     self.add("loss_sum", loss)
@@ -132,6 +145,9 @@ class ESampCounters(CounterRegistry):
             for s in result.reset_slots:
                 self.add("nan_resets")
                 self._slots.setdefault(s, SlotStats()).nan_resets += 1
+            for s in result.diverged_slots:
+                self.add("divergence_resets")
+                self._slots.setdefault(s, SlotStats()).divergence_resets += 1
             if trained_any:
                 self.add("updates")
 

@@ -80,6 +80,8 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
     reweight = betas != 0
     if h_hat is None:
         reweight = torch.zeros_like(reweight)
+    else:  # a non-finite prediction (e.g. non-finite taps) must not steer: that row samples the plain rule
+        reweight &= torch.isfinite(h_hat).all(dim=1)
     if greedy_mode == "skip":
         reweight &= ~greedy
 

@@ -45,6 +45,7 @@ class SlotLifecycle:
         self.clock = clock
         self.by_group: Dict[Hashable, _Group] = {}
         self.sessions: "OrderedDict[str, _Session]" = OrderedDict()  # LRU order: oldest first
+        counters.declare("sessions_live")   # sessions holding a slot (the bank occupancy a healthy idle server keeps)
 
     def acquire(self, group_key: Hashable, session: Optional[str] = None, warm: bool = True) -> Optional[int]:
         if group_key in self.by_group:
@@ -75,6 +76,7 @@ class SlotLifecycle:
             self.sessions[session] = _Session(slot, now, live_groups=1)
         self.by_group[group_key] = _Group(slot, session)
         self.counters.record_acquire(slot, self.bank.occupancy, fresh=True)
+        self.counters.set("sessions_live", len(self.sessions))
         return slot
 
     def release(self, group_key: Hashable):
@@ -119,3 +121,4 @@ class SlotLifecycle:
         self.bank.release(s.slot)
         self.counters.add("sessions_evicted")
         self.counters.record_occupancy(self.bank.occupancy)
+        self.counters.set("sessions_live", len(self.sessions))

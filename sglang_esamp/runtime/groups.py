@@ -39,6 +39,8 @@ class Member:
     final_stats: Optional[dict] = None
     rows: int = 0                 # decode rows of this request sampled by the ESamp rule
     multi_candidate_rows: int = 0  # ... of which had more than one candidate
+    skipped_rows: int = 0         # decode rows that sampled stock instead (tap miss, contained step error)
+    off_rank: bool = False        # its group is placed on another DP rank: this rank trains a split-off part
 
     @property
     def warm(self) -> bool:
@@ -56,10 +58,11 @@ class GroupState:
 
 
 class GroupMembers:
-    def __init__(self, core, config: ESampConfig, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, core, config: ESampConfig, clock: Callable[[], float] = time.monotonic, dp_rank: int = 0):
         self.core = core
         self.config = config
         self.clock = clock
+        self.dp_rank = dp_rank
         self.live_groups: Dict[str, GroupState] = {}
         self.left_early: Dict[str, list] = {}   # group key -> [members that left before the group existed, time]
         c = core.counters
@@ -67,6 +70,7 @@ class GroupMembers:
         c.declare("groups_released")
         c.declare("groups_expired")
         c.declare("members_left_before_decode")
+        c.declare("members_off_rank")   # members whose group's distiller is placed on another DP rank (a split)
 
     def member_of(self, req) -> Optional[Member]:
         """Parsed once per request and cached on it; None = ESamp off (absent, disabled or beta 0)."""
@@ -82,12 +86,18 @@ class GroupMembers:
                 member = Member(rid=req.rid, request=request, beta=beta, group=None, group_size=1)
             elif beta > 0 and stamp:
                 member = Member(rid=req.rid, request=request, beta=beta, group=stamp["key"],
-                                group_size=int(stamp["size"]))
+                                group_size=int(stamp["size"]),
+                                off_rank=stamp.get("rank", self.dp_rank) != self.dp_rank)
+                if member.off_rank:
+                    self.core.counters.add("members_off_rank")
         setattr(req, MEMBER_ATTR, member)
         return member
 
     def join(self, m: Member) -> Optional[int]:
-        """Slot for this member's rows (None = bank full or no distiller: no distiller term). Idempotent."""
+        """Slot for this member's rows (None = bank full or no distiller: no distiller term). Idempotent. A member
+        that already left never rejoins (its group may be released: rejoining would take a slot nobody frees)."""
+        if m.left:
+            return None
         if m.group is None:
             m.joined = True
             return None
@@ -165,11 +175,11 @@ class GroupMembers:
             stats = self.core.group_stats(m.group)
         else:
             stats = None
-        out = {"beta": m.beta, "group": m.group, "slot": m.slot,
+        out = {"beta": m.beta, "group": m.group, "session": m.request.session, "slot": m.slot,
                "fallback": m.joined and m.group is not None and m.slot is None,
                "sharpen_only": m.request.sharpen_only, "init": None if m.group is None else
                ("warm" if m.warm and self.core.bank.warm_start is not None else "random"),
-               "rows": m.rows, "multi_candidate_rows": m.multi_candidate_rows}
+               "rows": m.rows, "multi_candidate_rows": m.multi_candidate_rows, "skipped_rows": m.skipped_rows, "off_rank": m.off_rank}
         for k in ("steps", "rows_trained", "mean_novelty", "last_loss"):
             out[k] = (stats or {}).get(k, 0 if k in ("steps", "rows_trained") else None)
         return out

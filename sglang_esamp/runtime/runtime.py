@@ -16,7 +16,9 @@ import torch
 from ..algo.bank import bank_memory
 from ..algo.config import ESampConfig
 from ..algo.core import ESampCore
+from ..algo.faults import FaultInjector
 from ..algo.taps import tap_spec
+from ..wire.modes import UnsupportedModeError, check_server_mode
 from .groups import GroupMembers
 from .metrics import PrometheusSink
 from .taps import TapSet, UnsupportedModelError
@@ -46,24 +48,19 @@ def _available_bytes(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
-class UnsupportedModeError(RuntimeError):
-    """A server mode in which ESamp would be silently inert: refused at startup, naming the flag."""
+def _dp_place(server_args):
+    """(this scheduler's data-parallel rank, the number of DP ranks)."""
+    dp_size = int(getattr(server_args, "dp_size", 1) or 1)
+    if dp_size <= 1:
+        return 0, 1
+    from sglang.srt.runtime_context import get_parallel
 
-
-def check_mode(server_args) -> None:
-    """Graph replay (CUDA graphs on a GPU, SGLang's torch.compile CPU graph runner) runs the captured forward
-    without its Python: the taps would never see a replayed step, and those steps would sample stock. Until the
-    taps write into static buffers recorded in the graph, such a mode is refused."""
-    if server_args is not None and not getattr(server_args, "disable_cuda_graph", True):
-        raise UnsupportedModeError(
-            "ESamp does not run under graph replay yet (its hidden-state taps are Python that a replayed graph "
-            "skips, so every replayed step would sample without ESamp): start the server with --disable-cuda-graph "
-            "(Engine: disable_cuda_graph=True), or run without the ESamp plugin (SGLANG_ESAMP=0)")
+    return int(getattr(get_parallel(), "dp_rank", 0) or 0), dp_size
 
 
 class ESampRuntime:
     def __init__(self, model_runner, config: ESampConfig):
-        check_mode(getattr(model_runner, "server_args", None))
+        check_server_mode(getattr(model_runner, "server_args", None))
         model = model_runner.model
         hidden = int(model.config.hidden_size)
         weight, bias = _lm_head(model)
@@ -82,7 +79,9 @@ class ESampRuntime:
         self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
         for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors"):
             self.counters.declare(name)
-        self.members = GroupMembers(self.core, config)
+        self.dp_rank, self.dp_size = _dp_place(getattr(model_runner, "server_args", None))
+        self.members = GroupMembers(self.core, config, dp_rank=self.dp_rank)
+        self.faults = FaultInjector(config.debug_faults, seed=config.seed, counters=self.counters)
         self.metrics = PrometheusSink()
         print(self.core.describe(), file=sys.stderr, flush=True)
 
@@ -104,7 +103,8 @@ class ESampRuntime:
 
     def snapshot(self) -> dict:
         """What /esamp/stats shows per rank: the counters and how each combines across ranks (wire.stats)."""
-        return {"pid": os.getpid(), "config": self.config.to_dict(), "counters": self.counters.snapshot(),
+        return {"pid": os.getpid(), "dp_rank": self.dp_rank, "config": self.config.to_dict(),
+                "counters": self.counters.snapshot(),
                 "combine": self.counters.combine()}
 
 

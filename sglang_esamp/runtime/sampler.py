@@ -38,7 +38,10 @@ class ESampSampler(Sampler):
         rows = step.rows
         pick = lambda t: t.reshape(-1).index_select(0, rows)  # noqa: E731  [bs,1] or [bs] -> [R]
         try:
-            out = current_runtime().core.sample(
+            rt = current_runtime()
+            if rt.faults.enabled:
+                rt.faults.maybe_raise("sample")
+            out = rt.core.sample(
                 step.logits, pick(sampling_info.temperatures), pick(sampling_info.top_ks),
                 pick(sampling_info.top_ps), pick(sampling_info.min_ps), step.betas, step.h_hat, novelty=step.novelty,
                 record=False)   # counted with the update, off the scheduler's path

@@ -17,7 +17,9 @@
 Prefill, mixed and idle batches are never reweighted or trained on (counted).
 Faults: an exception anywhere in ESamp's part of a step (predict, the rule, the update -- an async update's error
 surfaces at the next join) never reaches the scheduler: the step's ESamp rows keep SGLang's own tokens, the
-step's distiller slots are re-initialised, ``step_errors`` grows and the first traceback is logged.
+step's distiller slots are re-initialised, ``step_errors`` grows and the first traceback is logged. Rows that
+sampled stock this way (or after a tap miss) are counted per request (``meta_info.esamp.skipped_rows``).
+``--esamp-debug-faults`` (``algo.faults``) injects faults at these points to prove it.
 """
 from __future__ import annotations
 
@@ -38,19 +40,19 @@ def plan_rows(forward_batch, batch) -> None:
         return
     sampling_info = getattr(forward_batch, "sampling_info", None)
     step_state.detach(sampling_info)   # a step that never sampled must not hand its state to this one
+    rt.members.expire_stale()
     mode = forward_batch.forward_mode
     if not mode.is_decode():
         if mode.is_mixed():
             rt.counters.add("mixed_batches_skipped")
         return
     rt.counters.add("decode_steps")
-    rt.members.expire_stale()
     rows, slots, betas, novelty, members = [], [], [], [], []
     rids = forward_batch.rids
     for i, req in enumerate(batch.reqs):
         m = rt.members.member_of(req)
-        if m is None:
-            continue
+        if m is None or m.left:
+            continue   # no ESamp, or it already left (ended outside the output stream): SGLang's own token
         if rids is not None and rids[i] != req.rid:
             raise RuntimeError(f"ESamp row map: row {i} is {rids[i]} in the forward batch but {req.rid} in the "
                                "schedule batch")
@@ -90,12 +92,16 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
     try:
         if step.h_src is None or step.h_tgt is None:
             rt.counters.add("tap_misses")
+            _count_skipped(step.members)
             step_state.detach(sampling_info)
             return original(model_runner, logits_output, forward_batch, *args, **kwargs)
         step = _keep_owned(rt, step)
         if not step.members:
             step_state.detach(sampling_info)
             return original(model_runner, logits_output, forward_batch, *args, **kwargs)
+        if rt.faults.enabled:
+            rt.faults.corrupt_taps(step.h_src, step.h_tgt)
+            rt.faults.maybe_raise("predict")
         step.h_hat = rt.core.predict(step.h_src, step.slots)
         step_state.attach(sampling_info, step)
         sampled = True
@@ -105,7 +111,7 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
         # SGLang samples under inference mode; the update needs autograd on ordinary (non-inference) tensors
         with torch.inference_mode(False), torch.enable_grad():
             rt.core.train(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone(),
-                          sample=step.out, after=lambda out=step.out, members=step.members: _count_rows(members, out))
+                          sample=step.out, after=lambda out=step.out, members=step.members: _after_update(rt, members, out))
         rt.counters.add("esamp_steps")
         if step_trace.enabled():
             step_trace.write([forward_batch.rids[i] for i in step.rows.tolist()],
@@ -128,6 +134,7 @@ def _contain(rt, step: ESampStep, error: BaseException) -> None:
     """Count the fault, log the first traceback, and re-initialise the step's slots (they may be torn)."""
     first = rt.counters.get("step_errors") == 0
     rt.counters.add("step_errors")
+    _count_skipped(step.members)
     if first:
         logger.error("ESamp step failed; its rows sampled stock (counted in step_errors): %r", error,
                      exc_info=error)
@@ -135,6 +142,18 @@ def _contain(rt, step: ESampStep, error: BaseException) -> None:
         rt.core.reset_slots(sorted({int(s) for s in step.slots.tolist() if s >= 0}))
     except Exception:  # the reset itself must not take the scheduler down either
         logger.exception("ESamp slot reset after a step error failed")
+
+
+def _count_skipped(members) -> None:
+    """Per-request count of decode rows that should have used ESamp but sampled stock (tap miss, step error)."""
+    for m in members:
+        m.skipped_rows += 1
+
+
+def _after_update(rt, members, out) -> None:
+    if rt.faults.enabled:
+        rt.faults.maybe_raise("update")
+    _count_rows(members, out)
 
 
 def _count_rows(members, out) -> None:
@@ -146,10 +165,13 @@ def _count_rows(members, out) -> None:
         m.multi_candidate_rows += c > 1
 
 
-def request_left(req) -> None:
+def request_left(req, ended: bool = False) -> None:
+    """After ``release_kv_cache`` (``ended`` False: only a finished request leaves -- a retracted one comes back)
+    and after ``send_abort_output`` (``ended`` True: the scheduler ended it outside the output stream -- aborted
+    while queued, possibly after a retraction, aborted by retraction, or rejected). Leaving twice is a no-op."""
     rt = current_runtime()
-    if rt is None or not req.finished():
-        return  # a retracted request comes back; only finished/aborted ones leave
+    if rt is None or not (ended or req.finished()):
+        return
     m = rt.members.member_of(req)   # parsed here if it ends before its first decode step
     if m:
         rt.members.leave(m)

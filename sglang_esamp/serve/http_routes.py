@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 from ..algo.config import ESampParamError
 from ..wire.handoff import config_from_env
@@ -23,19 +23,32 @@ GENERATE_PATHS = {"/generate"}
 OPENAI_PATHS = {"/v1/completions", "/v1/chat/completions"}
 
 
-def rewrite_body(path: str, body: Any) -> Any:
-    """Returns the rewritten JSON body; raises ESampParamError for a bad esamp value."""
+def rewrite_body(path: str, body: Any, authorization: Optional[str] = None) -> Any:
+    """Returns the rewritten JSON body; raises ESampParamError for a bad esamp value. ``authorization``: the
+    request's Authorization header (its bearer token names the client, ``wire.identity``)."""
     if not isinstance(body, dict):
         return body
     config = config_from_env()
     if path in GENERATE_PATHS:
         sp = body.get("sampling_params")
-        for item in (sp if isinstance(sp, list) else [sp]):
-            if isinstance(item, dict):
-                accept(item, config=config)
+        items = sp if isinstance(sp, list) else [sp]
+        for i, item in enumerate(items):
+            if item is not None and not isinstance(item, dict):
+                where = f"sampling_params[{i}]" if isinstance(sp, list) else "sampling_params"
+                raise ESampParamError(where, f"must be an object, got {type(item).__name__}")
+            if item is not None:
+                accept(item, config=config, authorization=authorization)
     elif path in OPENAI_PATHS:
-        accept(body, config=config)   # the top-level ``esamp`` field (the OpenAI client's extra_body)
+        # the top-level ``esamp`` field (the OpenAI client's extra_body)
+        accept(body, config=config, authorization=authorization)
     return body
+
+
+def _header(scope, name: bytes) -> Optional[str]:
+    for k, v in scope.get("headers", []):
+        if k.lower() == name:
+            return v.decode("latin-1")
+    return None
 
 
 def _error_body(e: ESampParamError) -> bytes:
@@ -67,7 +80,7 @@ class ESampBodyMiddleware:
             body = None  # not JSON: SGLang answers it
         if body is not None:
             try:
-                raw = json.dumps(rewrite_body(path, body)).encode()
+                raw = json.dumps(rewrite_body(path, body, _header(scope, b"authorization"))).encode()
             except ESampParamError as e:
                 payload = _error_body(e)
                 await send({"type": "http.response.start", "status": 400,

@@ -35,7 +35,9 @@ def local_server_process(args: List[str], log_path: Path, env_extra: Optional[Di
                          module: str = "sglang_esamp.launch_server") -> Iterator[Tuple[str, subprocess.Popen]]:
     """``local_server`` that also yields the server's process (tests look at it)."""
     port = free_port()
-    env = dict(os.environ, **(env_extra or {}))
+    env = dict(os.environ)
+    env.pop("SGLANG_ESAMP_SECRET", None)   # each server signs its own session ids (wire.identity), as real ones do
+    env.update(env_extra or {})
     cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args]
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")

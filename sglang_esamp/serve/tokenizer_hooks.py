@@ -8,14 +8,15 @@ path has no HTTP middleware, and SGLang's SamplingParams rejects unknown keys. A
 the scheduler.
 ``after_tokenize`` (AFTER it): stamps ``custom_params.esamp_group`` = the request's own rid and its ``n``. The n
 parallel copies SGLang makes next are shallow copies that share this SamplingParams, so all siblings carry the
-same group key (they get fresh rids and no group id otherwise).
+same group key (they get fresh rids and no group id otherwise). With ``--dp-size`` > 1 it also sets the request's
+``routed_dp_rank`` to the group's rank (``wire.placement``), which the copies inherit.
 ``set_meta_info`` (AROUND ``TokenizerManager.update_request_meta_info``): SGLang accumulates customized values
 into lists; ``meta_info.esamp`` is the latest dict instead.
 """
 from __future__ import annotations
 
 from ..wire.handoff import config_from_env
-from ..wire.request import META_KEY, accept, stamp_group
+from ..wire.request import GROUP_KEY, META_KEY, accept, stamp_group
 
 
 def before_tokenize(self, obj, *args, **kwargs):
@@ -31,9 +32,13 @@ def after_tokenize(result, self, obj, *args, **kwargs):
     rid = getattr(result, "rid", None)
     if sp is None or rid is None:
         return result
-    stamped = stamp_group(sp.custom_params, default_key=str(rid), default_size=int(getattr(sp, "n", 1) or 1))
+    dp_size = int(getattr(getattr(self, "server_args", None), "dp_size", 1) or 1)
+    stamped = stamp_group(sp.custom_params, default_key=str(rid), default_size=int(getattr(sp, "n", 1) or 1),
+                          dp_size=dp_size)
     if stamped is not None:
         sp.custom_params = stamped
+        if dp_size > 1 and getattr(result, "routed_dp_rank", None) is None:
+            result.routed_dp_rank = stamped[GROUP_KEY]["rank"]   # SGLang's DP controller routes by it
     return result
 
 

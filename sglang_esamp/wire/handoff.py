@@ -7,13 +7,16 @@ import json
 import os
 
 from ..algo.config import ESampConfig
+from .identity import ensure_secret
 
 ENV_CONFIG = "SGLANG_ESAMP_CONFIG"
 _cache = (None, None)   # (raw env value, parsed config): the tokenizer hook reads it for every request
 
 
 def export_config(config: ESampConfig) -> None:
+    """Also creates the per-server secret that session ids and client tags are signed with (``identity``)."""
     os.environ[ENV_CONFIG] = json.dumps(dataclasses.asdict(config))
+    ensure_secret()
 
 
 def config_from_env() -> ESampConfig:

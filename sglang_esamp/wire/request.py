@@ -7,7 +7,9 @@ point to the scheduler, so that is where the value travels, under two keys:
   ``custom_params["esamp"]``        the canonical form of the user's value (``ESampRequest.to_wire``)
   ``custom_params["esamp_group"]``  stamped by the tokenizer manager: ``{"key": str, "size": int}``, the request
                                     group that shares one distiller (the ``n`` parallel samples of one request share
-                                    its id; a user ``group`` key lets separate requests share)
+                                    its id; a user ``group`` key lets separate requests of one client share)
+  ``custom_params["esamp_client"]`` the client's namespace, signed by the server (``identity``)
+Both stamps are the server's: a client that sends one gets a 400.
 Hops: ``accept`` (HTTP middleware and the tokenizer hook: move + validate, a bad value raises ``ESampParamError``
 naming the field -> HTTP 400 / a ValueError from the Engine), ``stamp_group`` (tokenizer hook, after SGLang made
 its request object), ``read_scheduled`` (scheduler: the canonical value and its stamp back).
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, MutableMapping, Optional, Tuple
 
 from ..algo.config import BETA_MAX, ESampConfig, ESampParamError, check_real
+from . import identity
+from .placement import placement_rank, routing_key
 
 ESAMP_KEY = "esamp"
 GROUP_KEY = "esamp_group"
@@ -39,8 +43,9 @@ class ESampRequest:
     """One request's ESamp parameters."""
     enabled: bool = True
     beta: Optional[float] = None           # None = the server's default_beta
-    session: Optional[str] = None          # keep the distiller across requests (bounded by TTL / LRU)
-    group: Optional[str] = None            # let separate requests share one distiller
+    session: Optional[str] = None          # keep the distiller across requests (bounded by TTL / LRU): "new" starts
+                                           # one, a server-issued id (meta_info.esamp.session) continues it
+    group: Optional[str] = None            # let separate requests of one client share one distiller
     group_size: Optional[int] = None       # members to wait for before the group's distiller is freed
     sharpen_only: bool = False             # the control: (1+beta)*l/T on the same candidates, no distiller term
     init: Optional[str] = None             # "warm" | "random"; None = warm when the server has a warm start
@@ -104,14 +109,29 @@ class ESampRequest:
                 if getattr(self, f.name) != getattr(default, f.name)}
 
 
+_NOT_HTTP = object()
+
+
 def accept(holder: MutableMapping, value: Any = None, config: Optional[ESampConfig] = None, *,
-           pop_key: bool = True) -> Optional[ESampRequest]:
+           pop_key: bool = True, authorization: Any = _NOT_HTTP) -> Optional[ESampRequest]:
     """In place: the user's value (``holder["esamp"]``, or ``value``) -> ``holder["custom_params"]["esamp"]`` in
     canonical form, validated; a value already in ``custom_params.esamp`` is validated and canonicalised too.
-    Returns the parsed request (None = ESamp off). Raises ESampParamError naming the field."""
+    ``authorization``: the HTTP middleware passes the request's Authorization header (None without one); the
+    request is then tagged with its client namespace (``identity``). Without it (the tokenizer hook, the Engine)
+    the tag the middleware set is verified, or the request is ``local``. ``"session": "new"`` is replaced by a
+    minted id, any other session id is checked. Returns the parsed request (None = ESamp off). Raises
+    ESampParamError naming the field."""
     custom = holder.get("custom_params")
     if custom is not None and not isinstance(custom, Mapping):
         raise ESampParamError("custom_params", f"must be an object, got {type(custom).__name__}")
+    if custom is not None and GROUP_KEY in custom:
+        raise ESampParamError("custom_params." + GROUP_KEY, "is set by the server; do not send it")
+    if authorization is _NOT_HTTP:
+        namespace = identity.verified_client((custom or {}).get(identity.CLIENT_KEY))
+    elif custom is not None and identity.CLIENT_KEY in custom:
+        raise ESampParamError("custom_params." + identity.CLIENT_KEY, "is set by the server; do not send it")
+    else:
+        namespace = identity.client_namespace(authorization)
     if pop_key:
         value = holder.pop(ESAMP_KEY, None)
     if value is None and custom is not None:
@@ -121,22 +141,33 @@ def accept(holder: MutableMapping, value: Any = None, config: Optional[ESampConf
     req = ESampRequest.parse(value)
     if config is not None:
         req.check_server(config)
+    if req.session == identity.NEW_SESSION:
+        req = dataclasses.replace(req, session=identity.mint_session(namespace))
+    elif req.session is not None:
+        identity.check_session(req.session, namespace)
     out = dict(custom or {})
     out[ESAMP_KEY] = req.to_wire()
+    out[identity.CLIENT_KEY] = identity.client_tag(namespace)
     holder["custom_params"] = out
     return req
 
 
-def stamp_group(custom_params: Optional[Mapping], default_key: str, default_size: int) -> Optional[dict]:
+def stamp_group(custom_params: Optional[Mapping], default_key: str, default_size: int,
+                dp_size: int = 1) -> Optional[dict]:
     """A copy of ``custom_params`` with the group stamp, or None when the request does not train a distiller.
-    ``custom_params["esamp"]`` must already be canonical (``accept``)."""
+    ``custom_params["esamp"]`` must already be canonical (``accept``). The stamp's ``rank`` is the DP rank that
+    holds the group's distiller (``placement``)."""
     if not custom_params or ESAMP_KEY not in custom_params:
         return None
     req = ESampRequest.parse(custom_params[ESAMP_KEY])
     if req is None or not req.uses_distiller():
         return None
-    key = f"user:{req.group}" if req.group is not None else f"req:{default_key}"
-    return {**custom_params, GROUP_KEY: {"key": key, "size": int(req.group_size or default_size)}}
+    if req.group is not None:
+        key = identity.group_key(req.group, identity.verified_client(custom_params.get(identity.CLIENT_KEY)))
+    else:
+        key = f"req:{default_key}"
+    rank = placement_rank(routing_key(key, req.session), dp_size)
+    return {**custom_params, GROUP_KEY: {"key": key, "size": int(req.group_size or default_size), "rank": rank}}
 
 
 def read_scheduled(custom_params: Optional[Mapping]) -> Tuple[Optional[ESampRequest], Optional[dict]]:

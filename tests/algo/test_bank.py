@@ -1,10 +1,11 @@
-"""The distiller bank: training arithmetic, rapid fitting, slot isolation, lifecycle, non-finite resets, memory."""
+"""The distiller bank: training arithmetic, rapid fitting, slot isolation, lifecycle, non-finite rows and resets,
+the divergence guard, memory."""
 import math
 
 import pytest
 import torch
 
-from sglang_esamp.algo.bank import DistillerBank, OptimizerSpec
+from sglang_esamp.algo.bank import ENERGY_FLOOR, DistillerBank, DivergenceGuard, OptimizerSpec
 from sglang_esamp.algo.distiller import Distiller, DistillerShape
 
 H = 32
@@ -120,7 +121,9 @@ def test_warm_start_initialises_every_slot_from_the_state():
         DistillerBank(SHAPE, slots=1, warm_start=bad)
 
 
-def test_nan_input_resets_only_that_slot_and_is_counted():
+def test_nan_row_is_dropped_and_its_slot_trains_on_the_others():
+    """A NaN row is dropped from the update, not a reason to reset: slot a trains on its finite row exactly as a
+    twin bank fed only the finite rows does; a slot left with no finite row is untouched (no update, no reset)."""
     bank = DistillerBank(SHAPE, slots=3, seed=3)
     twin = DistillerBank(SHAPE, slots=3, seed=3)
     a, b = bank.acquire(), bank.acquire()
@@ -132,16 +135,149 @@ def test_nan_input_resets_only_that_slot_and_is_counted():
     src_bad = src.clone()
     src_bad[0, 3] = float("nan")
     res = bank.train_step(src_bad, tgt, torch.tensor([a, a, b, b]))
-    twin.train_step(src[2:], tgt[2:], torch.tensor([b, b]))               # b alone, same data
-    assert res.reset_slots == [a]
-    assert res.updated == [False, True]
-    assert _same(_snapshot(bank, b), _snapshot(twin, b))                  # b trained as if a were absent
-    assert int(bank.steps[a]) == 0 and float(bank.params["blocks.0.down"][a].abs().sum()) == 0
-    # a non-finite loss from finite (overflowing) inputs is handled the same way
+    twin.train_step(src[1:], tgt[1:], torch.tensor([a, b, b]))           # the finite rows only
+    assert res.reset_slots == [] and res.diverged_slots == []
+    assert res.updated == [True, True] and res.rows == [1, 2] and res.dropped_rows == [1, 0]
+    assert all(math.isfinite(x) for x in res.losses)
+    assert _same(_snapshot(bank, a), _snapshot(twin, a)) and _same(_snapshot(bank, b), _snapshot(twin, b))
+    assert int(bank.steps[a]) == 2
+    # every row of a non-finite (tgt inf / src nan): a is skipped this step, bit-identical, b trains as usual
+    before_a, base_a = _snapshot(bank, a), bank.loss_baseline(a)
+    tgt_bad = tgt.clone()
+    tgt_bad[0, 0] = float("inf")
+    res = bank.train_step(src_bad[[0, 1, 2]], torch.stack([tgt_bad[0], tgt_bad[1] * float("nan"), tgt_bad[2]]),
+                          torch.tensor([a, a, b]))
+    assert res.rows == [0, 1] and res.dropped_rows == [2, 0] and res.updated == [False, True]
+    assert res.reset_slots == [] and math.isnan(res.losses[0])
+    assert _same(_snapshot(bank, a), before_a) and bank.loss_baseline(a) == base_a
+    # a non-finite loss from finite (overflowing) inputs still resets the slot
     huge = torch.full((2, H), 1e30)
     res = bank.train_step(huge, huge, torch.tensor([b, b]))
-    assert res.reset_slots == [b] and not math.isfinite(res.losses[0])
+    assert res.reset_slots == [b] and not math.isfinite(res.losses[0]) and res.dropped_rows == [0]
+    assert int(bank.steps[b]) == 0 and float(bank.params["blocks.0.down"][b].abs().sum()) == 0
     assert all(bool(torch.isfinite(t).all()) for t in bank.params.values())
+
+
+def _smooth_stream(rows, steps, seed, drift=0.1):
+    """(src, tgt) per step from a fixed smooth teacher: src a slow random walk plus fresh per-token noise (each
+    step novel, like a new token), tgt = a smooth nonlinear map of src plus noise, at hidden-state-like scale."""
+    g = torch.Generator().manual_seed(seed)
+    w1, w2 = torch.randn(H, H, generator=g) / H ** 0.5, 3 * torch.randn(H, H, generator=g) / H ** 0.5
+    walk = torch.randn(H, generator=g)
+    out = []
+    for t in range(steps):
+        walk = walk + drift * torch.randn(H, generator=g)
+        src = walk + torch.randn(rows, H, generator=g)
+        tgt = torch.tanh(src @ w1) @ w2 + 0.3 * src + 0.1 * torch.randn(rows, H, generator=g)
+        out.append((src, tgt))
+    return out
+
+
+def _trained_pair(guard, steps=15):
+    """Two banks (bank, twin) with slots a and b trained identically for ``steps`` smooth steps."""
+    banks = [DistillerBank(SHAPE, slots=2, seed=7, guard=guard) for _ in range(2)]
+    for bk in banks:
+        bk.acquire(), bk.acquire()
+    ids = torch.tensor([0, 0, 1, 1])
+    stream = _smooth_stream(4, steps + 1, seed=11)
+    for src, tgt in stream[:steps]:
+        for bk in banks:
+            res = bk.train_step(src, tgt, ids)
+            assert res.diverged_slots == [] and res.updated == [True, True]
+    return banks, ids, stream[steps]
+
+
+def test_target_blow_up_resets_only_that_slot_and_is_counted():
+    """After normal steps, slot 0's targets scaled by 1e3: its loss jumps ~1e6x over its baseline, so the guard
+    resets it (fresh init, zeroed optimizer state, no update, baseline restarted); slot 1 in the same step trains
+    bit-identically to a run without the blow-up."""
+    guard = DivergenceGuard()
+    (bank, twin), ids, (src, tgt) = _trained_pair(guard)
+    assert bank.loss_baseline(0) is not None and bank._base_steps[0] == 15 >= guard.min_steps
+    blown = tgt.clone()
+    blown[:2] *= 1e3
+    res = bank.train_step(src, blown, ids)
+    ref = twin.train_step(src, tgt, ids)
+    assert res.diverged_slots == [0] and res.reset_slots == [] and res.updated == [False, True]
+    assert ref.diverged_slots == [] and ref.updated == [True, True]
+    assert math.isfinite(res.losses[0]) and res.losses[0] > guard.factor * twin.loss_baseline(0)
+    assert _same(_snapshot(bank, 1), _snapshot(twin, 1)) and bank.loss_baseline(1) == twin.loss_baseline(1)
+    fresh = _snapshot(bank, 0)
+    assert int(fresh["step"]) == 0 and all(float(fresh[k].abs().sum()) == 0 for k in fresh if k[0] in "mv")
+    assert all(float(fresh[f"p.blocks.{k}.down"].abs().sum()) == 0 for k in range(SHAPE.blocks))   # identity init
+    assert bank.loss_baseline(0) is None and bank._base_steps[0] == 0
+    # the re-initialised slot trains again on normal data, and its new baseline starts from there
+    res = bank.train_step(src, tgt, ids)
+    assert res.updated == [True, True] and res.diverged_slots == [] and bank._base_steps[0] == 1
+
+
+def test_prediction_norm_blow_up_resets_with_the_norm_check_alone():
+    """Source rows scaled by 1e3 make the (near-identity) distiller predict ~1e3x the target's norm: with only the
+    norm check on (factor 0) the slot is reset; the loss check alone fires on the same step too."""
+    for guard, fires in ((DivergenceGuard(factor=0.0), True), (DivergenceGuard(norm_factor=0.0), True),
+                         (DivergenceGuard(factor=0.0, norm_factor=0.0), False)):
+        (bank, _), ids, (src, tgt) = _trained_pair(guard)
+        blown = src.clone()
+        blown[2:] *= 1e3
+        res = bank.train_step(blown, tgt, ids)
+        assert res.diverged_slots == ([1] if fires else []) and res.updated == [True, not fires]
+
+
+def test_guard_waits_for_min_steps_and_factor_zero_disables():
+    (bank, _), ids, (src, tgt) = _trained_pair(DivergenceGuard(min_steps=16))
+    blown = tgt * 1e3
+    res = bank.train_step(src, blown, ids)                          # 15 baseline steps < 16: not yet
+    assert res.diverged_slots == [] and res.updated == [True, True]
+    for guard in (DivergenceGuard(factor=0.0, norm_factor=0.0), DivergenceGuard(factor=0.0)):
+        (bank, _), ids, (src, tgt) = _trained_pair(guard)
+        res = bank.train_step(src, tgt * 1e3, ids)                  # a target blow-up, loss check off
+        assert res.diverged_slots == [] and res.updated == [True, True]
+
+
+def test_a_new_token_after_a_fitted_repetition_is_no_divergence():
+    """A slot fed one (src, tgt) 300 times (a looping sample) fits it to ~1e-5 of the target energy; the next,
+    novel token costs >10^4 times that loss baseline, yet no more than the target's own energy, so the
+    energy floor keeps the default guard quiet (measured on SmolLM2: a loop break costs 14-260x the EMA)."""
+    bank = DistillerBank(SHAPE, slots=1, seed=0)
+    bank.acquire()
+    (src, tgt), novel = _smooth_stream(1, 2, seed=3)
+    ids = torch.zeros(1, dtype=torch.long)
+    for _ in range(300):
+        assert bank.train_step(src, tgt, ids).updated == [True]
+    base, energy = bank.loss_baseline(0), bank.energy_baseline(0)
+    res = bank.train_step(*novel, ids)
+    assert res.losses[0] > 100 * DivergenceGuard().factor * base              # the plain EMA ratio would fire
+    assert res.losses[0] < energy and base < ENERGY_FLOOR * energy                 # the floor binds
+    assert res.diverged_slots == [] and res.updated == [True]
+
+
+@pytest.mark.parametrize("lr, rows", [(4e-4, 1), (4e-4, 4), (3e-3, 1), (3e-3, 4)])
+def test_normal_training_never_trips_the_default_guard(lr, rows):
+    """200 steps of smooth synthetic data (every step's rows new), 3 slots with their own streams, at the default
+    lr and a ~8x higher one that fits much faster (lower baseline, so novelty weighs more): no divergence reset.
+    The largest loss / baseline ratio seen stays far below the default factor."""
+    guard = DivergenceGuard()
+    bank = DistillerBank(SHAPE, slots=3, optimizer=OptimizerSpec(lr=lr), seed=8, guard=guard)
+    for _ in range(3):
+        bank.acquire()
+    streams = [_smooth_stream(rows, 200, seed=20 + s) for s in range(3)]
+    worst_ratio, worst_norm = 0.0, 0.0
+    first = []
+    for t in range(200):
+        src = torch.cat([streams[s][t][0] for s in range(3)])
+        tgt = torch.cat([streams[s][t][1] for s in range(3)])
+        ids = torch.arange(3).repeat_interleave(rows)
+        bases = [bank.loss_baseline(s) for s in range(3)]
+        res = bank.train_step(src, tgt, ids)
+        assert res.diverged_slots == [] and res.reset_slots == [] and all(res.updated)
+        if t == 0:
+            first = list(res.losses)
+        for s in range(3):
+            if bases[s] is not None and t >= guard.min_steps:
+                worst_ratio = max(worst_ratio, res.losses[s] / bases[s])
+    print(f"lr {lr} rows {rows}: worst loss/baseline {worst_ratio:.2f}, final loss / first "
+          f"{[round(bank.loss_baseline(s) / first[s], 3) for s in range(3)]}")
+    assert worst_ratio < guard.factor / 10
 
 
 def test_bank_full_returns_none():

@@ -14,6 +14,10 @@ def test_defaults_are_the_paper_settings():
     assert (c.optimizer, c.lr, c.eps, c.grad_clip, c.default_beta) == ("adam", 4e-4, 1e-4, 0.5, 0.25)
     assert (c.candidate_cap, c.greedy, c.temperature_form, c.train_rows, c.taps) == (1024, "skip", "tllm", "all",
                                                                                      "paper")
+    g = c.divergence_guard()
+    assert (g.factor, g.norm_factor, g.min_steps) == (c.divergence_factor, c.divergence_norm_factor,
+                                                     c.divergence_min_steps)
+    assert ESampConfig(divergence_factor=0, divergence_norm_factor=0).divergence_guard().factor == 0.0
 
 
 def test_tllm_preset_and_overrides():
@@ -46,6 +50,11 @@ def test_tllm_preset_and_overrides():
     (dict(param_dtype="int8"), "esamp.param_dtype", "must be one of"),
     (dict(width=0), "esamp.width", "must be in [1,"),
     (dict(out_ln="yes"), "esamp.out_ln", "must be true, false or null"),
+    (dict(divergence_factor=0.5), "esamp.divergence_factor", "must be 0 (off) or >= 1, got 0.5"),
+    (dict(divergence_factor=-1.0), "esamp.divergence_factor", "must be in [0,"),
+    (dict(divergence_norm_factor=float("inf")), "esamp.divergence_norm_factor", "must be a finite number"),
+    (dict(divergence_min_steps=-1), "esamp.divergence_min_steps", "must be in [0,"),
+    (dict(divergence_min_steps=2.5), "esamp.divergence_min_steps", "must be an integer"),
 ])
 def test_config_validation_names_the_field(kwargs, field, fragment):
     with pytest.raises(ESampParamError) as e:

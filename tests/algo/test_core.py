@@ -185,15 +185,45 @@ def test_counters_snapshot_is_json_and_consistent_while_training():
     assert g["steps"] == 20 and g["rows_trained"] == 60 and g["mean_novelty"] > 0
 
 
-def test_nan_rows_reset_and_count_through_the_core():
+def test_nonfinite_rows_are_dropped_and_counted_through_the_core():
     core, _ = _core()
     a, b = core.acquire("a"), core.acquire("b")
     src, tgt = _rows(4, 0)
     tgt[0, 0] = float("inf")
     core.train(src, tgt, torch.tensor([a, b, b, a]))
     snap = core.stats()
-    assert snap["nan_resets"] == 1 and snap["nonfinite_losses"] == 1 and snap["finite_losses"] == 1
-    assert core.group_stats("a")["nan_resets"] == 1 and core.group_stats("b")["steps"] == 1
+    assert snap["rows_dropped_nonfinite"] == 1 and snap["nan_resets"] == 0 and snap["divergence_resets"] == 0
+    assert snap["updates"] == 1 and snap["rows_trained"] == 3 and snap["finite_losses"] == 2
+    assert core.group_stats("a")["rows_dropped_nonfinite"] == 1 and core.group_stats("a")["steps"] == 1
+    # a slot whose only row is non-finite is skipped: no loss, no update, no reset
+    src[1, 2] = float("nan")
+    core.train(src[:2], tgt[:2], torch.tensor([a, b]))
+    snap = core.stats()
+    assert snap["rows_dropped_nonfinite"] == 3 and snap["nonfinite_losses"] == 0 and snap["nan_resets"] == 0
+    assert snap["updates"] == 1 and core.group_stats("b")["steps"] == 1
+
+
+def test_divergence_reset_is_counted_through_the_core():
+    """The config's guard reaches the bank; a target blow-up after min_steps resets that group's slot only, and its
+    huge loss stays out of mean_loss. With divergence_factor 0 and divergence_norm_factor 0 nothing fires."""
+    for factor, norm_factor, fires in ((100.0, 10.0, True), (0.0, 0.0, False)):
+        core, _ = _core(divergence_factor=factor, divergence_norm_factor=norm_factor, divergence_min_steps=5)
+        a, b = core.acquire("a"), core.acquire("b")
+        ids = torch.tensor([a, a, b, b])
+        for t in range(8):
+            src, tgt = _rows(4, t)
+            core.train(src, tgt * 0.1 + src, ids)
+        src, tgt = _rows(4, 8)
+        tgt = tgt * 0.1 + src
+        tgt[:2] *= 1e3
+        core.train(src, tgt, ids)
+        snap = core.stats()
+        res = core.last_train_result
+        assert snap["divergence_resets"] == int(fires) and snap["nan_resets"] == 0
+        assert res.diverged_slots == ([a] if fires else []) and res.updated == [not fires, True]
+        assert core.group_stats("a")["divergence_resets"] == int(fires)
+        assert core.group_stats("a")["steps"] == 8 + (not fires) and core.group_stats("b")["steps"] == 9
+        assert (snap["mean_loss"] < 1e3) == fires
 
 
 def test_describe_reports_memory():

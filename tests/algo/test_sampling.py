@@ -144,3 +144,20 @@ def test_empty_batch():
     out = esamp_sample(torch.zeros(0, V), torch.ones(0), torch.ones(0, dtype=torch.long), torch.ones(0),
                        torch.zeros(0), torch.zeros(0), None, torch.randn(V, H))
     assert out.tokens.shape == (0,) and out.counts.shape == (0,)
+
+
+def test_a_non_finite_prediction_row_samples_the_plain_rule_and_the_others_still_move():
+    x = _inputs()
+    noise = gumbel_noise((R, 1024), "cpu", torch.Generator().manual_seed(5))
+    betas = torch.full((R,), 0.5)
+    good = esamp_sample(betas=betas, noise=noise, **x)
+    h_bad = x["h_hat"].clone()
+    h_bad[0, 3] = float("nan")
+    h_bad[2] = float("inf")
+    bad = esamp_sample(betas=betas, noise=noise, **dict(x, h_hat=h_bad))
+    plain = esamp_sample(betas=torch.zeros(R), noise=noise, **x)
+    for r in (0, 2):
+        assert not bad.reweighted[r] and bad.tokens[r] == plain.tokens[r]
+    keep = torch.ones(R, dtype=torch.bool)
+    keep[[0, 2]] = False
+    assert torch.equal(bad.reweighted[keep], good.reweighted[keep]) and torch.equal(bad.tokens[keep], good.tokens[keep])

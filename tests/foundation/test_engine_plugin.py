@@ -21,6 +21,16 @@ def test_engine_runs_and_plugin_reaches_the_scheduler(tiny_model_path, tmp_path,
         groups = {o["meta_info"]["esamp"]["group"] for o in multi}
         assert len(groups) == 1  # the n siblings share one distiller
         assert all(o["meta_info"]["esamp"]["steps"] > 0 for o in multi)
+        # the Engine path (no HTTP layer): malformed shapes raise naming the field; sessions are server-issued
+        for bad, field in (({"custom_params": "x", "esamp": True}, "custom_params"),
+                           ({"esamp": {"session": "made-up"}}, "esamp.session"),
+                           ({"esamp": True, "custom_params": {"esamp_group": {"key": "k", "size": 1}}},
+                            "custom_params.esamp_group")):
+            with pytest.raises(ValueError, match=field):
+                llm.generate("Return the", {"max_new_tokens": 2, **bad})
+        first = llm.generate("Return the", {"max_new_tokens": 3, "esamp": {"session": "new"}})["meta_info"]["esamp"]
+        again = llm.generate("Return the", {"max_new_tokens": 3, "esamp": {"session": first["session"]}})
+        assert first["session"].startswith("s-") and again["meta_info"]["esamp"]["slot"] == first["slot"]
         state = llm.get_server_info()["internal_states"][0]["esamp"]
     finally:
         llm.shutdown()
@@ -30,6 +40,6 @@ def test_engine_runs_and_plugin_reaches_the_scheduler(tiny_model_path, tmp_path,
     assert state["pid"] in pids and state["pid"] != os.getpid()
     assert len(pids - {os.getpid()}) >= 2
     c = state["counters"]
-    assert c["updates"] > 0 and c["bank_occupancy"] == 0 and c["groups_released"] == 1
+    assert c["updates"] > 0 and c["bank_occupancy"] == c["sessions_live"] == 1 and c["groups_released"] == 3
     # SGLang's prefix-caching copy of the n=3 request (max_new_tokens 0) is no member of the group
     assert c["members_left_before_decode"] == 0 and c["groups_expired"] == 0

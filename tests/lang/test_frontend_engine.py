@@ -54,7 +54,7 @@ def test_forked_gens_share_one_distiller(backend):
     assert state.error() is None
     assert len(state["poem"]) == 4 and all(t.strip() for t in state["poem"])
     metas = [m["esamp"] for m in state.ret_value]
-    assert len({m["group"] for m in metas}) == 1 and metas[0]["group"].startswith("user:fork-")
+    assert len({m["group"] for m in metas}) == 1 and metas[0]["group"].startswith("user:local:fork-")
     assert all(m["beta"] == 0.3 and m["steps"] > 0 and m["slot"] is not None for m in metas)
     assert metas[0]["rows_trained"] > metas[0]["steps"]   # the branches decoded in the same batches
     # between programs the engine's own blocking API works again (the backend's loop driver has stopped)

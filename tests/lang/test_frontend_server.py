@@ -52,7 +52,7 @@ def test_forked_gens_share_one_distiller(backend):
     assert len(state["poem"]) == 4 and all(t.strip() for t in state["poem"])
     metas = [m["esamp"] for m in state.ret_value]
     assert len(metas) == 4 and len({m["group"] for m in metas}) == 1
-    assert metas[0]["group"].startswith("user:fork-")
+    assert metas[0]["group"].startswith("user:anon:fork-")
     assert all(m["beta"] == 0.3 and m["steps"] > 0 and m["rows_trained"] >= m["steps"] for m in metas)
     assert all(m["slot"] is not None and not m["fallback"] for m in metas)
     assert metas[0]["rows_trained"] > metas[0]["steps"]   # the branches decoded in the same batches

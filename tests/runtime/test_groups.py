@@ -78,7 +78,7 @@ def test_user_group_key_lets_separate_requests_share():
     reg, core, _ = make()
     a = reg.member_of(req("a", {"group": "fork-1", "group_size": 2}, "ra", 1))
     b = reg.member_of(req("b", {"group": "fork-1", "group_size": 2}, "rb", 1))
-    assert a.group == b.group == "user:fork-1" and reg.join(a) == reg.join(b)
+    assert a.group == b.group == "user:local:fork-1" and reg.join(a) == reg.join(b)
 
 
 def test_sharpen_only_request_is_a_member_without_a_slot():
@@ -141,3 +141,12 @@ def test_the_prefix_caching_copy_of_an_n_request_is_no_member():
     reg.join(b)
     reg.leave(b)
     assert core.bank.occupancy == 0 and core.stats()["members_left_before_decode"] == 0
+
+
+def test_a_member_that_left_never_rejoins_a_released_group():
+    reg, core, _ = make()
+    a = reg.member_of(req("a", {"beta": 0.3}, "p", 1))
+    reg.join(a)
+    reg.leave(a)
+    assert core.bank.occupancy == 0
+    assert reg.join(a) is None and core.bank.occupancy == 0 and reg.live_groups == {}

@@ -25,7 +25,7 @@ def test_unsupported_architecture_fails_when_strict_and_serves_without_esamp_oth
 
 def test_graph_replay_mode_is_refused_at_startup_naming_the_flag():
     """CUDA graphs / SGLang's CPU graph runner replay the forward without its Python taps: refused, not inert."""
-    from sglang_esamp.runtime.runtime import UnsupportedModeError
+    from sglang_esamp.wire.modes import UnsupportedModeError
 
     runner = types.SimpleNamespace(model=NoLayers(), is_draft_worker=False,
                                    server_args=types.SimpleNamespace(disable_cuda_graph=False))

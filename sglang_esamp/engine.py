@@ -1,0 +1,32 @@
+"""``sglang_esamp.Engine``: SGLang's offline ``sgl.Engine`` with ESamp configured and the CPU defaults applied.
+
+``Engine(model_path="smollm2-135m-instruct", esamp={"bank_slots": 8}, **sgl_engine_kwargs)``; requests use the
+same ``sampling_params`` as the HTTP server (``{"esamp": {"beta": 0.25}}`` or ``{"esamp": True}``). A hook that
+SGLang failed to apply, or a mode ESamp cannot serve (``wire.modes``), is refused before or while the scheduler
+starts. The stock ``sgl.Engine`` also gets ESamp through the plugin, with the default configuration (or ``SGLANG_ESAMP_CONFIG``).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Union
+
+from .algo.config import ESampConfig
+from .models import DEFAULT_MODEL, MODELS, resolve_model
+from .serve.cpu_defaults import engine_cpu_defaults
+from .wire.handoff import export_config
+
+
+def Engine(model_path: Optional[str] = None, esamp: Union[None, Mapping, ESampConfig] = None, **kwargs):
+    import sglang as sgl
+    from sglang.srt.plugins import load_plugins
+
+    from .hooks import check_hooks_applied
+
+    load_plugins()            # idempotent; sgl.Engine calls it too -- here first, to refuse before starting
+    check_hooks_applied()
+    config = esamp if isinstance(esamp, ESampConfig) else ESampConfig.from_dict(dict(esamp or {}))
+    export_config(config)
+    model_path = model_path or DEFAULT_MODEL
+    if model_path in MODELS:
+        model_path = resolve_model(model_path)
+    return sgl.Engine(model_path=model_path, **engine_cpu_defaults(kwargs))
+

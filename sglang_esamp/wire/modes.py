@@ -1,0 +1,61 @@
+"""Server modes ESamp cannot serve, refused at startup with the flag to change (never silently inert).
+
+``check_server_mode(server_args)`` runs twice: in the launching process right after SGLang parsed its arguments
+(``launch_server``, ``Engine``: the user sees the message at once) and in each scheduler when ESamp attaches to
+the model runner (any other way of starting SGLang with the plugin). It reads ``ServerArgs`` attributes only.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Tuple
+
+
+class UnsupportedModeError(RuntimeError):
+    """A server mode in which ESamp would be silently inert or wrong: refused at startup, naming the flag."""
+
+
+def _on(name: str) -> Callable:
+    return lambda a: bool(getattr(a, name, False))
+
+
+def _above_one(name: str) -> Callable:
+    return lambda a: int(getattr(a, name, 1) or 1) > 1
+
+
+# (flag, predicate on ServerArgs, why ESamp cannot serve it, what to do)
+RULES: Tuple[Tuple[str, Callable, str, str], ...] = (
+    ("--disable-cuda-graph", lambda a: not getattr(a, "disable_cuda_graph", True),
+     "graph replay runs the captured forward without its Python, so ESamp's hidden-state taps would never see a "
+     "replayed step and those steps would sample without ESamp",
+     "start the server with --disable-cuda-graph (Engine: disable_cuda_graph=True)"),
+    ("--speculative-algorithm", lambda a: getattr(a, "speculative_algorithm", None) is not None,
+     "speculative decoding chooses tokens by draft verification, not by the sampler ESamp reweights",
+     "run without --speculative-algorithm"),
+    ("--enable-deterministic-inference", _on("enable_deterministic_inference"),
+     "ESamp rows draw their noise outside SGLang's deterministic sampling path",
+     "run without --enable-deterministic-inference"),
+    ("--enable-mixed-chunk", _on("enable_mixed_chunk"),
+     "decode rows inside a mixed prefill+decode batch are not reweighted or trained on",
+     "run without --enable-mixed-chunk"),
+    ("--tp-size", _above_one("tp_size"),
+     "each tensor-parallel rank holds only a slice of the LM head, and ESamp's candidate logits need the whole row",
+     "use --tp-size 1 (scale out with --dp-size or several servers behind the SGLang gateway)"),
+    ("--pp-size", _above_one("pp_size"),
+     "the shallow tap and the LM head live on different pipeline stages",
+     "use --pp-size 1"),
+)
+
+
+def refusals(server_args) -> List[str]:
+    """One message per rule the arguments break (empty: ESamp can serve this mode)."""
+    out = []
+    for flag, broken, why, fix in RULES:
+        if server_args is not None and broken(server_args):
+            out.append(f"ESamp cannot serve this mode ({flag}): {why}. Fix: {fix}, or run without the ESamp "
+                       "plugin (SGLANG_ESAMP=0).")
+    return out
+
+
+def check_server_mode(server_args) -> None:
+    problems = refusals(server_args)
+    if problems:
+        raise UnsupportedModeError("\n".join(problems))
