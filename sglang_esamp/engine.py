@@ -3,7 +3,8 @@
 ``Engine(model_path="smollm2-135m-instruct", esamp={"bank_slots": 8}, **sgl_engine_kwargs)``; requests use the
 same ``sampling_params`` as the HTTP server (``{"esamp": {"beta": 0.25}}`` or ``{"esamp": True}``). A hook that
 SGLang failed to apply, or a mode ESamp cannot serve (``wire.modes``), is refused before or while the scheduler
-starts. The stock ``sgl.Engine`` also gets ESamp through the plugin, with the default configuration (or ``SGLANG_ESAMP_CONFIG``).
+starts. The stock ``sgl.Engine`` also gets ESamp through the plugin, with the default configuration (or
+``SGLANG_ESAMP_CONFIG``).
 """
 from __future__ import annotations
 

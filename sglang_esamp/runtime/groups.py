@@ -179,7 +179,8 @@ class GroupMembers:
                "fallback": m.joined and m.group is not None and m.slot is None,
                "sharpen_only": m.request.sharpen_only, "init": None if m.group is None else
                ("warm" if m.warm and self.core.bank.warm_start is not None else "random"),
-               "rows": m.rows, "multi_candidate_rows": m.multi_candidate_rows, "skipped_rows": m.skipped_rows, "off_rank": m.off_rank}
+               "rows": m.rows, "multi_candidate_rows": m.multi_candidate_rows, "skipped_rows": m.skipped_rows,
+               "off_rank": m.off_rank}
         for k in ("steps", "rows_trained", "mean_novelty", "last_loss"):
             out[k] = (stats or {}).get(k, 0 if k in ("steps", "rows_trained") else None)
         return out

@@ -48,14 +48,13 @@ def _available_bytes(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
-def _dp_place(server_args):
-    """(this scheduler's data-parallel rank, the number of DP ranks)."""
-    dp_size = int(getattr(server_args, "dp_size", 1) or 1)
-    if dp_size <= 1:
-        return 0, 1
+def _dp_rank(server_args) -> int:
+    """This scheduler's data-parallel rank (0 without --dp-size)."""
+    if int(getattr(server_args, "dp_size", 1) or 1) <= 1:
+        return 0
     from sglang.srt.runtime_context import get_parallel
 
-    return int(getattr(get_parallel(), "dp_rank", 0) or 0), dp_size
+    return int(getattr(get_parallel(), "dp_rank", 0) or 0)
 
 
 class ESampRuntime:
@@ -79,7 +78,7 @@ class ESampRuntime:
         self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
         for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors"):
             self.counters.declare(name)
-        self.dp_rank, self.dp_size = _dp_place(getattr(model_runner, "server_args", None))
+        self.dp_rank = _dp_rank(getattr(model_runner, "server_args", None))
         self.members = GroupMembers(self.core, config, dp_rank=self.dp_rank)
         self.faults = FaultInjector(config.debug_faults, seed=config.seed, counters=self.counters)
         self.metrics = PrometheusSink()

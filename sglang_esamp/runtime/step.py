@@ -111,7 +111,8 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
         # SGLang samples under inference mode; the update needs autograd on ordinary (non-inference) tensors
         with torch.inference_mode(False), torch.enable_grad():
             rt.core.train(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone(),
-                          sample=step.out, after=lambda out=step.out, members=step.members: _after_update(rt, members, out))
+                          sample=step.out,
+                          after=lambda out=step.out, members=step.members: _after_update(rt, members, out))
         rt.counters.add("esamp_steps")
         if step_trace.enabled():
             step_trace.write([forward_batch.rids[i] for i in step.rows.tolist()],

@@ -4,8 +4,9 @@ Measured recipe (docs/sglang_on_cpu.md): SGLANG_USE_CPU_ENGINE=1 (else SGLang ta
 native attention backend, no CUDA graphs, an explicit KV-pool size (on CPU SGLang sizes it from host RAM),
 ``--watchdog-timeout 3600`` (a CPU batch can outlast SGLang's 300 s hang detector), the per-rank thread binding
 for ``--dp-size``/``--tp-size`` > 1, and ``--sleep-on-idle``: without it an idle scheduler polls its sockets in a
-busy loop and holds a whole core, which on a 2-core machine is the core the next forward (or a second server, or the distiller update) needs; with it the
-scheduler blocks in a socket poll and wakes on the next request. Anything the user passed wins.
+busy loop and holds a whole core, which on a 2-core machine is the core the next forward (or a second server, or
+the distiller update) needs; with it the scheduler blocks in a socket poll and wakes on the next request. Anything
+the user passed wins.
 """
 from __future__ import annotations
 

@@ -33,11 +33,12 @@ def rewrite_body(path: str, body: Any, authorization: Optional[str] = None) -> A
         sp = body.get("sampling_params")
         items = sp if isinstance(sp, list) else [sp]
         for i, item in enumerate(items):
-            if item is not None and not isinstance(item, dict):
+            if item is None:
+                continue
+            if not isinstance(item, dict):
                 where = f"sampling_params[{i}]" if isinstance(sp, list) else "sampling_params"
                 raise ESampParamError(where, f"must be an object, got {type(item).__name__}")
-            if item is not None:
-                accept(item, config=config, authorization=authorization)
+            accept(item, config=config, authorization=authorization)
     elif path in OPENAI_PATHS:
         # the top-level ``esamp`` field (the OpenAI client's extra_body)
         accept(body, config=config, authorization=authorization)
