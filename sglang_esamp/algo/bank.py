@@ -141,6 +141,7 @@ class DistillerBank:
         self.steps = torch.zeros(slots, dtype=torch.int64, device=self.device)
         self.active = [False] * slots
         self.slot_warm = [False] * slots   # initialised from the warm start (a reset re-initialises the same way)
+        self.slot_seed: list = [None] * slots   # the random init's seed, when a seeded request chose it
         self._inits = 0           # number of slot initialisations so far (seeds the next random init)
         self.guard = guard
         # per-slot baselines since (re)init: bias-corrected EMAs (sum / weight) of the loss and of the target energy
@@ -153,14 +154,16 @@ class DistillerBank:
         self.fused_adam = fused_adam and dtype == torch.float32 and hasattr(torch, "_fused_adam_")
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    def acquire(self, warm: bool = True) -> Optional[int]:
-        """The lowest free slot, initialised (from the warm start when the bank has one and ``warm``, else random)
-        and marked active; None when the bank is full (never raises)."""
+    def acquire(self, warm: bool = True, init_seed: Optional[int] = None) -> Optional[int]:
+        """The lowest free slot, initialised (from the warm start when the bank has one and ``warm``, else random:
+        from ``init_seed`` when given -- a seeded request's group -- else from the bank's running seed) and marked
+        active; None when the bank is full (never raises)."""
         for s in range(self.num_slots):
             if not self.active[s]:
                 self.active[s] = True
-                self.init_slot(s, warm=warm)
+                self.init_slot(s, warm=warm, init_seed=init_seed)
                 self.slot_warm[s] = warm and self.warm_start is not None
+                self.slot_seed[s] = init_seed
                 return s
         return None
 
@@ -168,9 +171,10 @@ class DistillerBank:
         self._check_slot(slot)
         self.active[slot] = False
 
-    def init_slot(self, slot: int, state: Optional[Dict[str, torch.Tensor]] = None, warm: bool = True):
+    def init_slot(self, slot: int, state: Optional[Dict[str, torch.Tensor]] = None, warm: bool = True,
+                  init_seed: Optional[int] = None):
         """(Re)initialise one slot: from ``state`` (export_state layout), the bank's warm start (``warm``), or
-        random."""
+        random (from ``init_seed``, else the bank's seed plus a running count)."""
         self._check_slot(slot)
         if state is None and warm:
             state = self.warm_start
@@ -180,7 +184,8 @@ class DistillerBank:
                 for name, t in self.params.items():
                     t[slot].copy_(state[name])
             else:
-                gen = torch.Generator(device="cpu").manual_seed(self.seed + self._inits)
+                seed = self.seed + self._inits if init_seed is None else init_seed
+                gen = torch.Generator(device="cpu").manual_seed(seed & 0xFFFFFFFFFFFFFFFF)
                 init_params_({name: t[slot] for name, t in self.params.items()}, self.shape, gen)
             for d in (self.exp_avg, self.exp_avg_sq):
                 for t in d.values():
@@ -193,7 +198,7 @@ class DistillerBank:
     def reset_slot(self, slot: int):
         """Re-initialise after non-finite values or a divergence, the way the slot was first initialised (counted
         by the caller from ``TrainResult.reset_slots`` / ``diverged_slots``)."""
-        self.init_slot(slot, warm=self.slot_warm[slot])
+        self.init_slot(slot, warm=self.slot_warm[slot], init_seed=self.slot_seed[slot])
 
     def loss_baseline(self, slot: int) -> Optional[float]:
         """The slot's loss baseline (None before its first update since (re)initialisation)."""

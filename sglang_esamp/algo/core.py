@@ -32,11 +32,12 @@ from .warm_start import load_warm_start
 class ESampCore:
     def __init__(self, config: ESampConfig, hidden_size: int, lm_head_weight: torch.Tensor,
                  lm_head_bias: Optional[torch.Tensor] = None, device=None, *, warm_start_state=None,
-                 model_fingerprint=None, clock: Callable[[], float] = time.monotonic):
+                 model_fingerprint=None, clock: Callable[[], float] = time.monotonic, vocab_shard=None):
         """``warm_start_state``: an already-loaded warm start (export_state layout) that overrides
         ``config.warm_start``; otherwise that file is loaded and checked against the distiller shape, the taps and
         -- when ``model_fingerprint`` (the served model's HF dir or ``model_fingerprint`` dict) is given -- the
-        model. The server should pass it (or load with ``warm_start.load_for_server`` itself)."""
+        model. The server should pass it (or load with ``warm_start.load_for_server`` itself). ``vocab_shard``
+        (``algo.vocab_shard``): the LM head holds only part of the vocabulary (tensor parallel)."""
         self.config = config
         self.device = torch.device(device) if device is not None else lm_head_weight.device
         self.shape = config.distiller_shape(hidden_size)
@@ -44,6 +45,7 @@ class ESampCore:
             raise ValueError(f"lm_head_weight is {tuple(lm_head_weight.shape)}, expected [V, {hidden_size}]")
         self.lm_head_weight = lm_head_weight
         self.lm_head_bias = lm_head_bias
+        self.vocab_shard = vocab_shard
         if warm_start_state is None and config.warm_start is not None:
             warm_start_state = load_warm_start(config.warm_start, self.shape,
                                                model_dir_or_fingerprint=model_fingerprint, taps=config.taps)
@@ -57,11 +59,12 @@ class ESampCore:
         self.runner = make_update_runner(config.update_mode, self.device)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    def acquire(self, group_key: Hashable, session: Optional[str] = None, warm: bool = True) -> Optional[int]:
+    def acquire(self, group_key: Hashable, session: Optional[str] = None, warm: bool = True,
+                init_seed: Optional[int] = None) -> Optional[int]:
         """Slot for a group (its first member joined); None = bank full, sample this group without ESamp.
-        ``warm``: initialise from the warm start (when there is one), else random."""
+        ``warm``: initialise from the warm start (when there is one), else random (from ``init_seed`` if given)."""
         self.join()
-        return self.slots.acquire(group_key, session, warm)
+        return self.slots.acquire(group_key, session, warm, init_seed)
 
     def release(self, group_key: Hashable) -> None:
         """The group's last member left (finished or aborted)."""
@@ -119,15 +122,17 @@ class ESampCore:
     def sample(self, logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
                min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor], *,
                novelty: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None, record: bool = True) -> SampleOutput:
+               generator: Optional[torch.Generator] = None, seeded=None, record: bool = True) -> SampleOutput:
         """The ESamp rule (``algo.sampling``) with this server's cap, greedy mode and temperature form (timed).
         ``novelty`` [R] (1/0): 0 rows get the sharpening control (no distiller term). ``record=False`` leaves
-        the sample counters to ``train(..., sample=out)``, which reads them off the caller's path."""
+        the sample counters to ``train(..., sample=out)``, which reads them off the caller's path. ``seeded``
+        (``seeded_noise.SeededRows``): rows that draw counter-based noise from their request's seed."""
         phase_s = {}
         out = esamp_sample(logits, temperatures, top_ks, top_ps, min_ps, betas, h_hat, self.lm_head_weight,
                            self.lm_head_bias, candidate_cap=self.config.candidate_cap,
                            greedy_mode=self.config.greedy, temperature_form=self.config.temperature_form,
-                           novelty=novelty, noise=noise, generator=generator, phase_s=phase_s)
+                           novelty=novelty, noise=noise, generator=generator, seeded=seeded,
+                           vocab_shard=self.vocab_shard, phase_s=phase_s)
         if record:
             self.counters.record_sample(out)
         for name, dt in phase_s.items():
@@ -171,6 +176,22 @@ class ESampCore:
     def last_train_result(self) -> Optional[TrainResult]:
         self.join()
         return self.runner.last_result
+
+    # -- served weights -------------------------------------------------------------------------------------
+    def set_lm_head(self, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> None:
+        """Use this LM head from the next step on (after a weight update)."""
+        if weight.shape[1] != self.shape.hidden:
+            raise ValueError(f"lm_head_weight is {tuple(weight.shape)}, expected [V, {self.shape.hidden}]")
+        self.join()
+        self.lm_head_weight = weight
+        self.lm_head_bias = bias
+
+    def drop_warm_start(self) -> bool:
+        """Slots acquired from now on start from random init; True if there was a warm start to drop."""
+        self.join()
+        had = self.bank.warm_start is not None
+        self.bank.warm_start = None
+        return had
 
     # -- reporting ------------------------------------------------------------------------------------------
     def stats(self) -> dict:

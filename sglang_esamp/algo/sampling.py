@@ -14,7 +14,10 @@ Decisions recorded here:
     top-p/min-p filter at T = 1 with no top-k (capped at C), and the token is the argmax of the shifted logits.
   * Noise is indexed by candidate rank (column j = the j-th best LLM token), so common random numbers across arms
     and across beta values line up rank for rank. ``noise`` holds standard Gumbel draws [R, >= K]; otherwise they
-    are drawn as ``-log(Exp(1))`` from ``generator``.
+    are drawn as ``-log(Exp(1))`` from ``generator``. Rows in ``seeded`` (requests with a ``sampling_seed``) draw
+    counter-based noise instead (``seeded_noise``): the same (seed, sibling, position) gives the same token.
+  * The output also says which candidate was chosen (``chosen_rank``) and how far the novelty shift moved its logit
+    (``chosen_shift`` = sampled-from logit - the filter's ``l/T``; 0 on rows not reweighted): per-token signals.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ import torch
 from esamp_kernels import ops
 
 from .filters import filter_candidates, scale_logits
-
-
+from .seeded_noise import SeededRows
+from .vocab_shard import VocabShard, sharded_candidate_logits
 
 @dataclass
 class SampleOutput:
@@ -39,6 +42,8 @@ class SampleOutput:
     truncated: torch.Tensor     # [R] bool: the filter kept more than C and was cut to C
     reweighted: torch.Tensor    # [R] bool: the novelty shift was applied
     greedy: torch.Tensor        # [R] bool
+    chosen_rank: torch.Tensor   # [R] int64 column of the chosen token in cand_ids (-1: greedy row off the list)
+    chosen_shift: torch.Tensor  # [R] fp32 sampled-from logit minus the filter's l/T, at the chosen token
 
 
 def gumbel_noise(shape, device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -52,12 +57,15 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
                  lm_head_weight: torch.Tensor, lm_head_bias: Optional[torch.Tensor] = None, *,
                  candidate_cap: int = 1024, greedy_mode: str = "skip", temperature_form: str = "tllm",
                  novelty: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None, phase_s: Optional[dict] = None) -> SampleOutput:
+                 generator: Optional[torch.Generator] = None, seeded: Optional[SeededRows] = None,
+                 vocab_shard: Optional[VocabShard] = None, phase_s: Optional[dict] = None) -> SampleOutput:
     """Sample one token per row of ``logits`` [R, V] under the ESamp rule.
 
     temperatures/top_ps/min_ps: float [R] (or [R, 1]); top_ks: int [R] (SGLang conventions, greedy = top_k 1);
     betas: float [R] (0 = unmodified); h_hat: [R, H] predicted final hidden per row, or None (no row reweighted);
     novelty: float [R] multiplier of the distiller term (None = 1; 0 = the sharpening control ``(1+b)*l/T``).
+    seeded: rows whose noise is the counter-based draw of their (seed, stream, position) (overrides ``noise``).
+    vocab_shard: the LM head holds only these vocabulary rows (tensor parallel; ``vocab_shard``).
     phase_s: if given, wall seconds of the phases are added under "candidates", "reweight", "draw" (host time:
     on CUDA it measures launches, not kernels).
     """
@@ -92,9 +100,13 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
         coef = b if temperature_form == "tllm" else b / temps.index_select(0, rows)
         if novelty is not None:
             coef = coef * novelty.reshape(-1).to(torch.float32).index_select(0, rows)
-        shifted = ops.candidate_novelty_logits(
-            h_hat.index_select(0, rows), cands.ids.index_select(0, rows)[:, :kr], cands.counts.index_select(0, rows),
-            cands.scaled.index_select(0, rows)[:, :kr], lm_head_weight, lm_head_bias, b, coef)
+        args = (h_hat.index_select(0, rows), cands.ids.index_select(0, rows)[:, :kr],
+                cands.counts.index_select(0, rows), cands.scaled.index_select(0, rows)[:, :kr], lm_head_weight,
+                lm_head_bias, b, coef)
+        if vocab_shard is None:
+            shifted = ops.candidate_novelty_logits(*args)
+        else:
+            shifted = sharded_candidate_logits(*args, shard=vocab_shard)
         new = new.clone()
         new[rows, :kr] = shifted
 
@@ -105,16 +117,26 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
         if noise.shape[0] != r or noise.shape[1] < k:
             raise ValueError(f"noise must be [R={r}, >= {k}], got {tuple(noise.shape)}")
         g = noise[:, :k].to(device=dev, dtype=torch.float32)
+    if seeded is not None:
+        g = seeded.overlay(g.clone() if noise is not None else g)
     if r == 0:
         tokens = torch.empty(0, dtype=torch.int64, device=dev)
+        pick = torch.empty((0, 1), dtype=torch.int64, device=dev)
     else:
         pick = torch.where(greedy.unsqueeze(1), new, new + g).argmax(dim=1, keepdim=True)
         tokens = cands.ids.gather(1, pick).squeeze(1)
+    shift = (new.gather(1, pick) - cands.scaled.gather(1, pick)).squeeze(1)
+    rank = pick.squeeze(1)
     if greedy_mode == "skip" and bool(greedy.any()):
-        tokens = torch.where(greedy, logits.argmax(dim=-1), tokens)  # SGLang's greedy path, ties included
+        argmax = logits.argmax(dim=-1)
+        # SGLang's greedy path, ties included; its token is the filter's first candidate unless a tie broke otherwise
+        rank = torch.where(greedy & (argmax != tokens), torch.full_like(rank, -1), rank)
+        tokens = torch.where(greedy, argmax, tokens)
+        shift = torch.where(greedy, torch.zeros_like(shift), shift)
     if phase_s is not None:
         t3 = time.perf_counter()
         for name, dt in (("candidates", t1 - t0), ("reweight", t2 - t1), ("draw", t3 - t2)):
             phase_s[name] = phase_s.get(name, 0.0) + dt
     return SampleOutput(tokens=tokens, cand_ids=cands.ids, cand_logits=new, counts=cands.counts,
-                        truncated=cands.truncated, reweighted=reweight, greedy=greedy)
+                        truncated=cands.truncated, reweighted=reweight, greedy=greedy, chosen_rank=rank,
+                        chosen_shift=shift)

@@ -47,7 +47,8 @@ class SlotLifecycle:
         self.sessions: "OrderedDict[str, _Session]" = OrderedDict()  # LRU order: oldest first
         counters.declare("sessions_live")   # sessions holding a slot (the bank occupancy a healthy idle server keeps)
 
-    def acquire(self, group_key: Hashable, session: Optional[str] = None, warm: bool = True) -> Optional[int]:
+    def acquire(self, group_key: Hashable, session: Optional[str] = None, warm: bool = True,
+                init_seed: Optional[int] = None) -> Optional[int]:
         if group_key in self.by_group:
             return self.by_group[group_key].slot
         now = self.clock()
@@ -63,9 +64,9 @@ class SlotLifecycle:
             self.counters.record_acquire(s.slot, self.bank.occupancy, fresh=False)
             return s.slot
 
-        slot = self.bank.acquire(warm)
+        slot = self.bank.acquire(warm, init_seed)
         while slot is None and self._evict_lru_idle():
-            slot = self.bank.acquire(warm)
+            slot = self.bank.acquire(warm, init_seed)
         if slot is None:
             self.counters.record_acquire(None, self.bank.occupancy, fresh=False)
             return None

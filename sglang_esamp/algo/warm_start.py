@@ -3,15 +3,15 @@
 Format: a safetensors file whose tensors are the distiller parameters without the slot dimension (fp32) and whose
 header metadata holds one JSON string under ``esamp_warm_start``:
   {"format": "esamp-warm-start", "format_version": 1,
-   "model": {"model_id", "config_sha256", "hidden_size", ...},     # sglang_esamp.models.model_fingerprint
+   "model": {"model_id", "config_sha256", "weights_sha256", ...},  # sglang_esamp.models.model_fingerprint
    "taps": {"preset", "source", "target"},
    "preset": "paper", "shape": DistillerShape.to_dict(),
    "training": {...}, "recording": {...}}                           # informational (val loss, baselines, ...)
 The metadata travels inside the file so a file can never be separated from its identity; the exporter also writes
 a sidecar ``.json`` copy for people. Plain torch + safetensors: the server imports this, never DeepSpeed.
 
-``load_warm_start`` refuses, with a ``WarmStartMismatch`` naming the field, a file made for another model (model id
-or config hash), another distiller architecture (hidden/blocks/width/out_ln; ``gate_bias_init`` is only an init
+``load_warm_start`` refuses, with a ``WarmStartMismatch`` naming the field, a file made for another model (model id,
+config hash or weights hash), another distiller architecture (hidden/blocks/width/out_ln; ``gate_bias_init`` is only an init
 and is not compared) or other taps.
 """
 from __future__ import annotations
@@ -94,7 +94,9 @@ def check_metadata(meta: dict, path, *, model_dir_or_fingerprint=None, shape: Op
     if model_dir_or_fingerprint is not None:
         want = _fingerprint(model_dir_or_fingerprint)
         have = meta["model"]
-        for field in ("model_id", "config_sha256"):
+        for field in ("model_id", "config_sha256", "weights_sha256"):
+            if field == "weights_sha256" and (field not in have or field not in want):
+                continue   # a file from before weights were fingerprinted: config and name must do
             if have.get(field) != want.get(field):
                 raise WarmStartMismatch(path, f"model.{field}", have.get(field), want.get(field),
                                         f"it was exported for model '{have.get('model_id')}' (config "

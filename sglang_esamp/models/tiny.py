@@ -1,8 +1,9 @@
-"""A deterministic tiny random Qwen2/Llama model with an offline-trained byte-level BPE tokenizer.
+"""A deterministic tiny random decoder (Qwen2, Llama, Qwen3, Mistral, Gemma3) with an offline-trained BPE tokenizer.
 
 For fast tests of the mechanics (no real weights needed): ~1 M parameters, builds in a few seconds, fully
-offline (the tokenizer is trained on the standard library's docstrings). Usage:
-    python -m sglang_esamp.models.tiny OUT_DIR [--arch qwen2|llama] [--layers 4] [--hidden 128]
+offline (the tokenizer is trained on the standard library's docstrings). One per model family ESamp taps, so each
+family's SGLang taps can be checked against the HF ones. Usage:
+    python -m sglang_esamp.models.tiny OUT_DIR [--arch qwen2|llama|qwen3|mistral|gemma3] [--layers 4] [--hidden 128]
 """
 from __future__ import annotations
 
@@ -43,11 +44,27 @@ def build_tokenizer(vocab_size: int):
     return fast
 
 
+ARCHS = ("qwen2", "llama", "qwen3", "mistral", "gemma3")
+
+
+def _config(arch: str, common: dict, head_dim: int):
+    import transformers as tf
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown tiny arch {arch!r}; known: {', '.join(ARCHS)}")
+    if arch == "gemma3":   # text-only Gemma3 (Gemma3ForCausalLM): sliding + global layers, (1 + w) norms
+        return tf.Gemma3TextConfig(**common, head_dim=head_dim, sliding_window=64, query_pre_attn_scalar=head_dim,
+                                   rope_theta=10000.0, final_logit_softcapping=None, attn_logit_softcapping=None)
+    cls = {"qwen2": tf.Qwen2Config, "llama": tf.LlamaConfig, "qwen3": tf.Qwen3Config, "mistral": tf.MistralConfig}[arch]
+    extra = {"head_dim": head_dim} if arch in ("qwen3", "mistral") else {}
+    return cls(**common, rope_theta=10000.0, **extra)
+
+
 def build_tiny_model(out_dir: str, arch: str = "qwen2", layers: int = 4, hidden: int = 128, heads: int = 4,
                      kv_heads: int = 2, intermediate: int = 256, vocab: int = 2048, seed: int = 0,
                      dtype: str = "bfloat16") -> str:
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     out = Path(out_dir)
     if (out / "esamp_model.json").exists():
@@ -57,7 +74,7 @@ def build_tiny_model(out_dir: str, arch: str = "qwen2", layers: int = 4, hidden:
                   num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048,
                   rms_norm_eps=1e-6, tie_word_embeddings=False, eos_token_id=tok.eos_token_id,
                   pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id)
-    cfg = Qwen2Config(**common, rope_theta=10000.0) if arch == "qwen2" else LlamaConfig(**common, rope_theta=10000.0)
+    cfg = _config(arch, common, hidden // heads)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +92,7 @@ def build_tiny_model(out_dir: str, arch: str = "qwen2", layers: int = 4, hidden:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out_dir")
-    p.add_argument("--arch", choices=["qwen2", "llama"], default="qwen2")
+    p.add_argument("--arch", choices=ARCHS, default="qwen2")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--vocab", type=int, default=2048)

@@ -10,6 +10,11 @@ yet, so the group frees its slot the moment its last member leaves. A group with
 incomplete for ``config.group_linger_s`` (a sibling never sent) is released anyway and counted as
 ``groups_expired`` -- a backstop a healthy server does not need.
 Sharpening-control requests (``esamp.sharpen_only``) are members without a group: no slot, nothing trained.
+So are requests that need only ESamp's own sampler with beta 0 (a ``sampling_seed``, ``logprobs: "sampled"`` or
+``return_tokens``, with ESamp disabled or beta 0): their rows are drawn by the ESamp rule without reweighting.
+Seeded members get a sibling index (``stream``) in their order of arrival among the live members of the same group
+(or, without a group, of the same seed and prompt): the n siblings of one seeded request draw different noise, and
+the same request sent again, once the first has ended, draws the same.
 A request with ``max_new_tokens == 0`` is no member: SGLang sends one such copy of an ``n > 1`` request first to
 cache the shared prefix, and it carries the group stamp of the n siblings -- counted, it would be an (n+1)-th
 member and could let the group free its slot before its last sibling joined.
@@ -18,9 +23,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Set
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from ..algo.config import ESampConfig
+from ..wire.identity import CLIENT_KEY
 from ..wire.request import ESampRequest, read_scheduled
 
 MEMBER_ATTR = "_esamp_member"   # the parsed Member, cached on SGLang's Req (False = not parsed yet)
@@ -41,6 +47,16 @@ class Member:
     multi_candidate_rows: int = 0  # ... of which had more than one candidate
     skipped_rows: int = 0         # decode rows that sampled stock instead (tap miss, contained step error)
     off_rank: bool = False        # its group is placed on another DP rank: this rank trains a split-off part
+    seed: Optional[int] = None    # SGLang's sampling_params.sampling_seed: ESamp rows draw counter-based noise
+    stream: int = 0               # sibling index among live seeded members of its group / seed and prompt
+    stream_key: Optional[Tuple] = None
+    prompt_len: int = 0
+    signals: Optional[Dict[int, tuple]] = None   # return_tokens: output index -> (novelty, shift, count, reweighted)
+
+    @property
+    def own_sampler(self) -> bool:
+        """Rows must go through ESamp's sampler even without a distiller term (seed, sampled logprobs, signals)."""
+        return self.seed is not None or self.request.uses_sampler()
 
     @property
     def warm(self) -> bool:
@@ -65,6 +81,7 @@ class GroupMembers:
         self.dp_rank = dp_rank
         self.live_groups: Dict[str, GroupState] = {}
         self.left_early: Dict[str, list] = {}   # group key -> [members that left before the group existed, time]
+        self.streams: Dict[Tuple, list] = {}    # seeded members' stream key -> [next sibling index, live members]
         c = core.counters
         c.declare("groups_live")
         c.declare("groups_released")
@@ -90,8 +107,35 @@ class GroupMembers:
                                 off_rank=stamp.get("rank", self.dp_rank) != self.dp_rank)
                 if member.off_rank:
                     self.core.counters.add("members_off_rank")
+            elif request.uses_sampler() or getattr(sp, "sampling_seed", None) is not None:
+                member = Member(rid=req.rid, request=request, beta=0.0, group=None, group_size=1)
+            if member is not None:
+                self._seed(member, req, stamp)
         setattr(req, MEMBER_ATTR, member)
         return member
+
+    def _seed(self, m: Member, req, stamp):
+        m.prompt_len = len(getattr(req, "origin_input_ids", ()) or ())
+        if m.request.return_tokens:
+            m.signals = {}
+        seed = getattr(req.sampling_params, "sampling_seed", None)
+        if seed is None:
+            return
+        m.seed = int(seed)
+        m.stream_key = ("group", stamp["key"]) if stamp else (
+            "prompt", m.seed, (req.sampling_params.custom_params or {}).get(CLIENT_KEY),
+            hash(tuple(req.origin_input_ids)))
+        entry = self.streams.setdefault(m.stream_key, [0, 0])
+        m.stream = entry[0]
+        entry[0] += 1
+        entry[1] += 1
+
+    def _end_stream(self, m: Member):
+        entry = self.streams.get(m.stream_key) if m.stream_key is not None else None
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self.streams[m.stream_key]
 
     def join(self, m: Member) -> Optional[int]:
         """Slot for this member's rows (None = bank full or no distiller: no distiller term). Idempotent. A member
@@ -104,7 +148,7 @@ class GroupMembers:
         now = self.clock()
         g = self.live_groups.get(m.group)
         if g is None:
-            slot = self.core.acquire(m.group, m.request.session, warm=m.warm)
+            slot = self.core.acquire(m.group, m.request.session, warm=m.warm, init_seed=m.seed)
             early = self.left_early.pop(m.group, [0])[0]
             g = self.live_groups[m.group] = GroupState(m.group, m.group_size, slot, left=early)
             self.core.counters.set("groups_live", len(self.live_groups))
@@ -119,6 +163,7 @@ class GroupMembers:
         if m.left:
             return
         m.left = True
+        self._end_stream(m)
         if m.group is None:
             return
         if not m.joined:
@@ -183,5 +228,23 @@ class GroupMembers:
                "off_rank": m.off_rank}
         for k in ("steps", "rows_trained", "mean_novelty", "last_loss"):
             out[k] = (stats or {}).get(k, 0 if k in ("steps", "rows_trained") else None)
+        if m.seed is not None:
+            out["seed_stream"] = m.stream
+        if m.signals is not None:
+            out["tokens"] = token_signals(m.signals)
         return out
+
+
+SIGNALS = ("novelty", "logit_shift", "candidates", "reweighted")
+
+
+def token_signals(signals: Dict[int, tuple]) -> dict:
+    """Columns aligned with the output tokens (index i = the i-th generated token); None where a token was not
+    drawn by ESamp's sampler (e.g. the first token of an unseeded request, or a stock-sampled step)."""
+    n = max(signals) + 1 if signals else 0
+    cols = {k: [None] * n for k in SIGNALS}
+    for i, values in signals.items():
+        for k, v in zip(SIGNALS, values):
+            cols[k][i] = v
+    return cols
 

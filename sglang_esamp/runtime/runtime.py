@@ -15,8 +15,10 @@ import torch
 
 from ..algo.bank import bank_memory
 from ..algo.config import ESampConfig
+from ..algo.digest import tensor_digest
 from ..algo.core import ESampCore
 from ..algo.faults import FaultInjector
+from ..algo.vocab_shard import VocabShard
 from ..algo.taps import tap_spec
 from ..wire.modes import UnsupportedModeError, check_server_mode
 from .groups import GroupMembers
@@ -38,6 +40,16 @@ def _lm_head(model):
         raise UnsupportedModelError(f"ESamp: {type(model).__name__}.lm_head has no weight")
     bias = getattr(head, "bias", None)
     return weight, (bias if isinstance(bias, torch.Tensor) else None)
+
+
+def _vocab_shard(model) -> Optional[VocabShard]:
+    """The LM head's vocabulary slice under tensor parallelism (SGLang's vocab-parallel head), else None."""
+    head = model.lm_head
+    if int(getattr(head, "tp_size", 1) or 1) <= 1:
+        return None
+    idx = head.shard_indices
+    return VocabShard(start=int(idx.org_vocab_start_index), end=int(idx.org_vocab_end_index),
+                      all_reduce=head.tp_group.all_reduce, tp_size=int(head.tp_size))
 
 
 def _available_bytes(device: torch.device) -> int:
@@ -74,17 +86,26 @@ class ESampRuntime:
         self.config = config
         self.model_runner = model_runner
         self.taps = TapSet(model, tap_spec(config.taps))
-        self.core = ESampCore(config, hidden, weight, bias, device=device, **self._warm_start_kwargs(model_runner))
+        shard = _vocab_shard(model)
+        self.core = ESampCore(config, hidden, weight, bias, device=device, vocab_shard=shard,
+                              **self._warm_start_kwargs(model_runner))
         self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
-        for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors"):
+        for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors",
+                     "prefill_rows_sampled", "weight_updates", "warm_starts_dropped"):
             self.counters.declare(name)
         self.dp_rank = _dp_rank(getattr(model_runner, "server_args", None))
         self.members = GroupMembers(self.core, config, dp_rank=self.dp_rank)
         self.faults = FaultInjector(config.debug_faults, seed=config.seed, counters=self.counters)
         self.metrics = PrometheusSink()
+        self.lm_head_digest = tensor_digest(weight)
         print(self.core.describe(), file=sys.stderr, flush=True)
+        if shard is not None:
+            print(f"[esamp]   tensor parallel   = {shard.tp_size} ranks; this rank's LM head holds token ids "
+                  f"[{shard.start}, {shard.end}); each rank keeps its own replica of the bank above",
+                  file=sys.stderr, flush=True)
 
     def _warm_start_kwargs(self, model_runner) -> dict:
+        self.warm_start_model = None   # the fingerprint of the weights the loaded warm start was made for
         if self.config.warm_start is None:
             return {}
         from ..algo import warm_start
@@ -97,12 +118,44 @@ class ESampRuntime:
             path = shipped_path(model_fingerprint(model_dir)["model_id"], self.config.distiller, self.config.taps)
         shape = self.config.distiller_shape(int(model_runner.model.config.hidden_size))
         state = warm_start.load_for_server(path, model_dir=model_dir, shape=shape, taps=tap_spec(self.config.taps))
+        self.warm_start_model = warm_start.read_warm_start_metadata(path)["model"]
         print(f"[esamp] warm start: {path}", file=sys.stderr, flush=True)
         return {"warm_start_state": state}
+
+    def refresh_lm_head(self) -> None:
+        """Read the LM head from the model again (a weight loader may have replaced the parameter object)."""
+        weight, bias = _lm_head(self.model_runner.model)
+        self.core.set_lm_head(weight, bias)
+        self.lm_head_digest = tensor_digest(weight)
+
+    def weights_changed(self, what: str, new_model_dir: Optional[str]) -> None:
+        """After a weight update (``runtime.weights``): read the LM head again; drop a warm start that no longer
+        fits the weights (``new_model_dir``: the checkpoint now served, None = unknown in-memory weights)."""
+        self.counters.add("weight_updates")
+        self.refresh_lm_head()
+        if self.core.bank.warm_start is None:
+            return
+        if new_model_dir is not None and self.warm_start_model is not None:
+            from ..algo.warm_start import WarmStartMismatch, check_metadata
+
+            try:
+                check_metadata({"model": self.warm_start_model}, self.config.warm_start,
+                               model_dir_or_fingerprint=new_model_dir)
+                return   # the same weights (e.g. reloaded): the warm start still fits
+            except WarmStartMismatch as e:
+                reason = str(e)
+        else:
+            reason = "the new weights are not a checkpoint the warm start can be checked against"
+        if self.core.drop_warm_start():
+            self.counters.add("warm_starts_dropped")
+            logger.warning("ESamp: warm start dropped after %s (%s); new groups start from random init",
+                           what, reason)
 
     def snapshot(self) -> dict:
         """What /esamp/stats shows per rank: the counters and how each combines across ranks (wire.stats)."""
         return {"pid": os.getpid(), "dp_rank": self.dp_rank, "config": self.config.to_dict(),
+                "lm_head_digest": self.lm_head_digest, "lm_head_dtype": str(self.core.lm_head_weight.dtype),
+                "warm_start_active": self.core.bank.warm_start is not None,
                 "counters": self.counters.snapshot(),
                 "combine": self.counters.combine()}
 

@@ -8,11 +8,16 @@ token sync). Two overrides of private Sampler methods (listed and checked in ``s
     ESamp rule applied to the saved logits with the rows' own temperature/top-k/top-p/min-p.
 Rows without ESamp therefore go through exactly the stock computation (bit-identical), and an all-greedy batch
 never reaches ``_sample_from_probs`` (greedy rows are untouched by default). Logprobs, when requested, are the
-LLM's own log-probabilities of the token that was chosen. An exception in the ESamp rule is contained here: the
-rows keep SGLang's own tokens and the error is left on the step for ``step.sample_step`` to count.
+LLM's own log-probabilities of the token that was chosen -- unless the request asked ``esamp.logprobs:
+"sampled"``: its rows of ``probs`` are then overwritten with the distribution the token was drawn from (softmax of
+the sampled-from candidate logits, 0 elsewhere) before SGLang takes ``log(probs)``, so SGLang's own logprob code
+returns the on-policy token and top logprobs. Rows of seeded requests draw counter-based noise
+(``algo.seeded_noise``). An exception in the ESamp rule is contained here: the rows keep SGLang's own tokens and
+the error is left on the step for ``step.sample_step`` to count.
 """
 from __future__ import annotations
 
+import torch
 from sglang.srt.layers.sampler import Sampler
 
 from . import step_state
@@ -33,7 +38,7 @@ class ESampSampler(Sampler):
     def _sample_from_probs(self, probs, sampling_info, positions, simple_sampling_case):
         ids, capture = super()._sample_from_probs(probs, sampling_info, positions, simple_sampling_case)
         step = step_state.current(sampling_info)
-        if step is None or step.logits is None or step.h_hat is None:
+        if step is None or step.logits is None or (step.h_hat is None and not step.sample_only):
             return ids, capture
         rows = step.rows
         pick = lambda t: t.reshape(-1).index_select(0, rows)  # noqa: E731  [bs,1] or [bs] -> [R]
@@ -44,11 +49,23 @@ class ESampSampler(Sampler):
             out = rt.core.sample(
                 step.logits, pick(sampling_info.temperatures), pick(sampling_info.top_ks),
                 pick(sampling_info.top_ps), pick(sampling_info.min_ps), step.betas, step.h_hat, novelty=step.novelty,
-                record=False)   # counted with the update, off the scheduler's path
+                seeded=step.seeded, record=False)   # counted with the update, off the scheduler's path
             new_ids = ids.clone()
             new_ids[rows] = out.tokens.to(ids.dtype)
+            if step.sampled_logprobs is not None:
+                _write_sampled_probs(probs, rows.index_select(0, step.sampled_logprobs), out, step.sampled_logprobs)
         except Exception as e:  # contained: these rows keep SGLang's own tokens
             step.error = e
             return ids, capture
         step.out = out
         return new_ids, capture
+
+
+def _write_sampled_probs(probs, batch_rows, out, out_rows) -> None:
+    """probs[batch_rows] := the sampled-from distribution of those rows (SGLang then returns log(probs)). Greedy
+    rows keep SGLang's own (their token is the argmax, not a draw)."""
+    p = torch.softmax(out.cand_logits.index_select(0, out_rows), dim=-1)   # -inf padding -> 0
+    dist = torch.zeros((out_rows.numel(), probs.shape[1]), dtype=probs.dtype, device=probs.device)
+    dist.scatter_add_(1, out.cand_ids.index_select(0, out_rows), p.to(probs.dtype))  # padding adds 0
+    greedy = out.greedy.index_select(0, out_rows).unsqueeze(1)
+    probs.index_copy_(0, batch_rows, torch.where(greedy, probs.index_select(0, batch_rows), dist))

@@ -14,7 +14,10 @@
   5. update   ``sample_step``: ``ESampCore.train`` on the same rows; the ESampStep is removed in a ``finally``.
   6. leave    ``request_left`` (after ``release_kv_cache`` of a finished or aborted request): the member leaves
               its group; the last member's leaving releases the slot.
-Prefill, mixed and idle batches are never reweighted or trained on (counted).
+Prefill, mixed and idle batches are never reweighted or trained on (counted). A prefill step does get a plan when
+one of its requests needs ESamp's own sampler for its first token (a ``sampling_seed``, ``logprobs: "sampled"``,
+``return_tokens``): those rows are drawn by the ESamp rule with beta 0 (``_sample_prefill``), so a seeded request
+is reproducible from its first token.
 Faults: an exception anywhere in ESamp's part of a step (predict, the rule, the update -- an async update's error
 surfaces at the next join) never reaches the scheduler: the step's ESamp rows keep SGLang's own tokens, the
 step's distiller slots are re-initialised, ``step_errors`` grows and the first traceback is logged. Rows that
@@ -29,6 +32,7 @@ import torch
 
 from . import step_state, step_trace
 from .runtime import current_runtime
+from ..algo.seeded_noise import SeededRows
 from .step_state import ESampStep
 
 logger = logging.getLogger("sglang_esamp")
@@ -42,34 +46,67 @@ def plan_rows(forward_batch, batch) -> None:
     step_state.detach(sampling_info)   # a step that never sampled must not hand its state to this one
     rt.members.expire_stale()
     mode = forward_batch.forward_mode
-    if not mode.is_decode():
-        if mode.is_mixed():
-            rt.counters.add("mixed_batches_skipped")
-        return
-    rt.counters.add("decode_steps")
+    if mode.is_decode():
+        rt.counters.add("decode_steps")
+        _plan(rt, forward_batch, batch, sampling_info, decode=True)
+    elif mode.is_mixed():
+        rt.counters.add("mixed_batches_skipped")
+    elif mode.is_extend():
+        _plan(rt, forward_batch, batch, sampling_info, decode=False)
+
+
+def _plan(rt, forward_batch, batch, sampling_info, decode: bool) -> None:
+    """Decode: every ESamp member's row. Prefill: only the rows of members that need ESamp's own sampler (a seed,
+    sampled logprobs, per-token signals), drawn with beta 0: the first token is never reweighted."""
     rows, slots, betas, novelty, members = [], [], [], [], []
     rids = forward_batch.rids
     for i, req in enumerate(batch.reqs):
         m = rt.members.member_of(req)
         if m is None or m.left:
             continue   # no ESamp, or it already left (ended outside the output stream): SGLang's own token
+        if not decode and not m.own_sampler:
+            continue
         if rids is not None and rids[i] != req.rid:
             raise RuntimeError(f"ESamp row map: row {i} is {rids[i]} in the forward batch but {req.rid} in the "
                                "schedule batch")
-        slot = rt.members.join(m)
-        if slot is None and m.group is not None:
-            continue  # bank full: this group samples without ESamp (counted at acquire)
+        slot = rt.members.join(m) if decode else None
+        beta, nov = (m.beta, 0.0 if m.group is None else 1.0) if decode else (0.0, 0.0)
+        if decode and slot is None and m.group is not None:
+            if not m.own_sampler:
+                continue  # bank full: this group samples without ESamp (counted at acquire)
+            beta = nov = 0.0   # bank full, but the seed / logprobs / signals still need ESamp's sampler
         rows.append(i)
         slots.append(-1 if slot is None else slot)
-        betas.append(m.beta)
-        novelty.append(0.0 if m.group is None else 1.0)
+        betas.append(beta)
+        novelty.append(nov)
         members.append(m)
-    if rows and sampling_info is not None:
-        dev = rt.core.device
-        step_state.attach(sampling_info, ESampStep(
-            rows=torch.tensor(rows, device=dev), slots=torch.tensor(slots, device=dev),
-            betas=torch.tensor(betas, dtype=torch.float32, device=dev),
-            novelty=torch.tensor(novelty, dtype=torch.float32, device=dev), members=members))
+    if not rows or sampling_info is None:
+        return
+    dev = rt.core.device
+    step = ESampStep(rows=torch.tensor(rows, device=dev), slots=torch.tensor(slots, device=dev),
+                     betas=torch.tensor(betas, dtype=torch.float32, device=dev),
+                     novelty=torch.tensor(novelty, dtype=torch.float32, device=dev), members=members,
+                     sample_only=not decode)
+    if any(m.seed is not None or m.signals is not None for m in members):
+        _row_options(step, forward_batch.seq_lens.index_select(0, step.rows).to(torch.int64))
+    else:
+        _row_options(step, None)
+    step_state.attach(sampling_info, step)
+
+
+def _row_options(step: ESampStep, positions) -> None:
+    """The per-row options of the step's members: positions, seeded rows, rows with sampled logprobs."""
+    dev, members = step.rows.device, step.members
+    step.positions = positions
+    seeded = [j for j, m in enumerate(members) if m.seed is not None]
+    if seeded and positions is not None:
+        idx = torch.tensor(seeded, dtype=torch.int64, device=dev)
+        step.seeded = SeededRows(rows=idx, positions=positions.index_select(0, idx),
+                                 seeds=torch.tensor([members[j].seed for j in seeded], device=dev),
+                                 streams=torch.tensor([members[j].stream for j in seeded], device=dev))
+    lp = [j for j, m in enumerate(members) if m.request.logprobs == "sampled"]
+    if lp:
+        step.sampled_logprobs = torch.tensor(lp, dtype=torch.int64, device=dev)
 
 
 def _keep_owned(rt, step: ESampStep) -> ESampStep:
@@ -78,8 +115,11 @@ def _keep_owned(rt, step: ESampStep) -> ESampStep:
     if len(keep) == len(step.members):
         return step
     idx = torch.tensor(keep, dtype=torch.int64, device=step.rows.device)
-    return ESampStep(rows=step.rows[idx], slots=step.slots[idx], betas=step.betas[idx], novelty=step.novelty[idx],
-                     members=[step.members[j] for j in keep], h_src=step.h_src[idx], h_tgt=step.h_tgt[idx])
+    members = [step.members[j] for j in keep]
+    out = ESampStep(rows=step.rows[idx], slots=step.slots[idx], betas=step.betas[idx], novelty=step.novelty[idx],
+                    members=members, h_src=step.h_src[idx], h_tgt=step.h_tgt[idx])
+    _row_options(out, None if step.positions is None else step.positions[idx])
+    return out
 
 
 def sample_step(original, model_runner, logits_output, forward_batch, *args, **kwargs):
@@ -88,6 +128,8 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
     step = step_state.current(sampling_info)
     if rt is None or model_runner is not rt.model_runner or step is None:
         return original(model_runner, logits_output, forward_batch, *args, **kwargs)
+    if step.sample_only:
+        return _sample_prefill(rt, step, original, model_runner, logits_output, forward_batch, *args, **kwargs)
     sampled, next_ids = False, None
     try:
         if step.h_src is None or step.h_tgt is None:
@@ -99,6 +141,8 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
         if not step.members:
             step_state.detach(sampling_info)
             return original(model_runner, logits_output, forward_batch, *args, **kwargs)
+        if step_trace.taps_enabled():
+            step_trace.write_taps([forward_batch.rids[i] for i in step.rows.tolist()], step.h_src, step.h_tgt)
         if rt.faults.enabled:
             rt.faults.corrupt_taps(step.h_src, step.h_tgt)
             rt.faults.maybe_raise("predict")
@@ -112,7 +156,7 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
         with torch.inference_mode(False), torch.enable_grad():
             rt.core.train(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone(),
                           sample=step.out,
-                          after=lambda out=step.out, members=step.members: _after_update(rt, members, out))
+                          after=lambda done=step: _after_update(rt, done))
         rt.counters.add("esamp_steps")
         if step_trace.enabled():
             step_trace.write([forward_batch.rids[i] for i in step.rows.tolist()],
@@ -151,10 +195,49 @@ def _count_skipped(members) -> None:
         m.skipped_rows += 1
 
 
-def _after_update(rt, members, out) -> None:
+def _sample_prefill(rt, step: ESampStep, original, model_runner, logits_output, forward_batch, *args, **kwargs):
+    """A prefill step with rows that need ESamp's own sampler (beta 0): no taps, no distiller."""
+    sampling_info = forward_batch.sampling_info
+    next_ids = None
+    try:
+        next_ids = original(model_runner, logits_output, forward_batch, *args, **kwargs)
+        if step.error is not None:
+            raise step.error
+        if step.out is not None:
+            rt.counters.add("prefill_rows_sampled", len(step.members))
+            _record_signals(step)
+        return next_ids
+    except Exception as e:
+        if next_ids is None:
+            raise      # SGLang's own sampling failed: not ours to hide
+        _contain(rt, step, e)
+        return next_ids
+    finally:
+        step_state.detach(sampling_info)
+
+
+def _after_update(rt, step: ESampStep) -> None:
     if rt.faults.enabled:
         rt.faults.maybe_raise("update")
-    _count_rows(members, out)
+    _count_rows(step.members, step.out)
+    _record_signals(step)
+
+
+def _record_signals(step: ESampStep) -> None:
+    """Per-token signals of the members that asked (``esamp.return_tokens``); host reads only then."""
+    asked = [j for j, m in enumerate(step.members) if m.signals is not None]
+    out = step.out
+    if not asked or out is None or step.positions is None:
+        return
+    pos, slots = step.positions.tolist(), step.slots.tolist()
+    counts, shift, rew = out.counts.tolist(), out.chosen_shift.tolist(), out.reweighted.tolist()
+    nov = None
+    if step.h_tgt is not None and step.h_hat is not None:
+        nov = (step.h_tgt.float() - step.h_hat.float()).norm(dim=1).tolist()
+    for j in asked:
+        m = step.members[j]
+        novelty = nov[j] if nov is not None and slots[j] >= 0 else None
+        m.signals[pos[j] - m.prompt_len] = (novelty, shift[j], counts[j], bool(rew[j]))
 
 
 def _count_rows(members, out) -> None:

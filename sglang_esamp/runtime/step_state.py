@@ -24,6 +24,10 @@ class ESampStep:
     betas: torch.Tensor                     # [R] fp32
     novelty: torch.Tensor                   # [R] fp32: 1 = ESamp, 0 = sharpening control
     members: List[object]                   # [R] groups.Member of each row
+    positions: Optional[torch.Tensor] = None  # [R] int64 sequence index of the token being drawn
+    seeded: Optional[object] = None         # algo.seeded_noise.SeededRows: rows of seeded requests
+    sampled_logprobs: Optional[torch.Tensor] = None  # [S] int64 step rows whose logprobs are the sampled ones
+    sample_only: bool = False               # a prefill step: ESamp's sampler only (no taps, no distiller)
     # 2. taps (taps.TapSet): this step's hidden states of the plan's rows
     h_src: Optional[torch.Tensor] = None    # [R, H] shallow tap
     h_tgt: Optional[torch.Tensor] = None    # [R, H] LM-head input

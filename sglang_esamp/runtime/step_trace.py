@@ -4,6 +4,9 @@
 step: ``{"rid", "group", "batch_rids", "cand_ids", "cand_logits", "token"}`` (candidates in the LLM's rank order;
 logits are the reweighted ones the token was sampled from). It is what the equivalence test compares against the
 reference decoder. Costs a host copy per step, so never enable it when measuring throughput.
+
+``SGLANG_ESAMP_TAP_TRACE=/path/taps.jsonl`` appends the taps of every ESamp decode row: ``{"rid", "h_src",
+"h_tgt"}`` (fp32 lists): what the per-family tap tests compare against the HF model's own hidden states.
 """
 from __future__ import annotations
 
@@ -12,10 +15,22 @@ import os
 from typing import List
 
 ENV = "SGLANG_ESAMP_STEP_TRACE"
+TAPS_ENV = "SGLANG_ESAMP_TAP_TRACE"
 
 
 def enabled() -> bool:
     return bool(os.environ.get(ENV))
+
+
+def taps_enabled() -> bool:
+    return bool(os.environ.get(TAPS_ENV))
+
+
+def write_taps(rids: List[str], h_src, h_tgt) -> None:
+    src, tgt = h_src.float().tolist(), h_tgt.float().tolist()
+    with open(os.environ[TAPS_ENV], "a") as f:
+        for i, rid in enumerate(rids):
+            f.write(json.dumps({"rid": rid, "h_src": src[i], "h_tgt": tgt[i]}) + "\n")
 
 
 def write(rids: List[str], groups: List[str], out) -> None:

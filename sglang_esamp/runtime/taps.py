@@ -1,12 +1,19 @@
-"""Hidden-state taps on SGLang's Llama/Qwen2-style models: install them, and copy the step's ESamp rows.
+"""Hidden-state taps on SGLang decoders with ``model.layers[i]``: install them, and copy the step's ESamp rows.
 
 Tap names (``algo.taps``) resolve to:
-  ``layers[i].input_layernorm`` -> the return value of ``layers[i].attn_boundary.prepare``: SGLang finishes the
+  ``layers[i].input_layernorm`` -> where the layer has ``attn_boundary`` (Llama, Qwen2, Qwen3, Mistral, ... in
+                                   SGLang 0.5.23): the return value of ``attn_boundary.prepare``: SGLang finishes the
                                    residual stream there and returns the attention's compute input, i.e. the
                                    normalized output of layer i's input norm (a forward hook on a decoder layer
                                    would see only its MLP delta: SGLang keeps the residual in the batch).
+                                   Otherwise (Gemma3, Granite, ...): a forward hook on ``layers[i].input_layernorm``,
+                                   whose output is the normed tensor or the fused ``(normed, residual)`` pair; the
+                                   module does not see the ForwardBatch, so a pre-hook on the inner ``model.model``
+                                   (called for every forward) keeps the running one.
   ``lm_head_input``             -> a forward pre-hook on ``model.logits_processor``: its ``hidden_states`` argument
                                    is exactly the final-norm vector the LM head multiplies.
+A model whose logits processor transforms the logits (``final_logit_softcapping``, ``logit_scale``) is refused:
+ESamp's distiller logits ``W . h_hat`` would not be on the LLM's scale.
 A tap copies only on decode steps that have an ``ESampStep`` (stock traffic pays nothing) and only the plan's rows,
 into that step object (``step_state``). The SGLang symbols used here are listed in ``sglang_esamp.hooks``.
 """
@@ -32,9 +39,31 @@ def _decoder_layers(model):
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
     if layers is None or len(layers) == 0:
-        raise UnsupportedModelError(f"ESamp: {type(model).__name__} has no model.layers; supported: Llama/Qwen2-style "
-                                    "decoders (LlamaForCausalLM, Qwen2ForCausalLM)")
+        raise UnsupportedModelError(f"ESamp: {type(model).__name__} has no model.layers; supported: decoders with "
+                                    "model.layers[i] (an input norm or attn_boundary) and a logits processor, e.g. "
+                                    "Llama/Qwen2/Qwen3/Mistral/Gemma3")
     return layers
+
+
+def check_logits_processor(model) -> None:
+    lp = getattr(model, "logits_processor", None)
+    if lp is None:
+        raise UnsupportedModelError(f"ESamp: {type(model).__name__} has no logits_processor")
+    cap = getattr(lp, "final_logit_softcapping", None)
+    scale = getattr(lp, "logit_scale", None)
+    if cap is not None:
+        raise UnsupportedModelError(f"ESamp: {type(model).__name__} soft-caps its logits (final_logit_softcapping="
+                                    f"{cap}); ESamp's distiller logits are linear in the LM head and would not match")
+    if scale is not None and scale != 1:
+        raise UnsupportedModelError(f"ESamp: {type(model).__name__} scales its logits (logit_scale={scale}); not "
+                                    "supported by ESamp's candidate logits")
+
+
+def _forward_batch_in(args, kwargs):
+    for v in (*args, *kwargs.values()):
+        if hasattr(v, "forward_mode") and hasattr(v, "sampling_info"):
+            return v
+    return None
 
 
 def _store(role: str, batch_like, value):
@@ -65,12 +94,27 @@ class TapSet:
 
     def __init__(self, model, spec: TapSpec):
         self._undo: List[Callable[[], None]] = []
+        self._batch = None       # the running ForwardBatch, for taps on modules that do not receive it
+        self._tracking = False
         layers = _decoder_layers(model)
+        check_logits_processor(model)
+        self.kinds = {}
         for role, name in (("source", spec.source), ("target", spec.target)):
             if name == LM_HEAD_INPUT:
                 self._tap_logits_processor(model, role)
+                self.kinds[role] = "logits_processor"
             else:
-                self._tap_layer_input(layers[parse_layer_norm_tap(name, len(layers))], role, name)
+                layer = layers[parse_layer_norm_tap(name, len(layers))]
+                if hasattr(getattr(layer, "attn_boundary", None), "prepare"):
+                    self._tap_layer_input(layer, role, name)
+                    self.kinds[role] = "attn_boundary"
+                elif isinstance(getattr(layer, "input_layernorm", None), torch.nn.Module):
+                    self._track_batch(model.model)
+                    self._tap_input_norm(layer.input_layernorm, role)
+                    self.kinds[role] = "input_layernorm"
+                else:
+                    raise UnsupportedModelError(f"ESamp tap {name}: {type(layer).__name__} has neither "
+                                                "attn_boundary.prepare nor an input_layernorm module")
 
     def _tap_logits_processor(self, model, role):
         lp = getattr(model, "logits_processor", None)
@@ -94,6 +138,27 @@ class TapSet:
             return out
         boundary.prepare = prepare
         self._undo.append(lambda: setattr(boundary, "prepare", original))
+
+    def _track_batch(self, inner):
+        if self._tracking:
+            return
+        self._tracking = True
+
+        def pre(_mod, args, kwargs):
+            self._batch = _forward_batch_in(args, kwargs)
+
+        def post(_mod, _args, _kwargs, _out):
+            self._batch = None
+        handles = [inner.register_forward_pre_hook(pre, with_kwargs=True),
+                   inner.register_forward_hook(post, with_kwargs=True, always_call=True)]
+        self._undo.extend(h.remove for h in handles)
+
+    def _tap_input_norm(self, norm, role):
+        def hook(_mod, _args, out):
+            if self._batch is not None:
+                _store(role, self._batch, out[0] if isinstance(out, (tuple, list)) else out)
+        handle = norm.register_forward_hook(hook)
+        self._undo.append(handle.remove)
 
     def remove(self):
         for undo in reversed(self._undo):

@@ -29,6 +29,7 @@ GROUP_KEY = "esamp_group"
 META_KEY = "esamp"           # responses: meta_info.esamp
 KEY_MAX_CHARS = 256          # session and group keys (protocol limit, not a tuning knob)
 INITS = ("warm", "random")
+LOGPROBS = ("llm", "sampled")
 
 
 def _check_key(field: str, value: Any):
@@ -49,10 +50,13 @@ class ESampRequest:
     group_size: Optional[int] = None       # members to wait for before the group's distiller is freed
     sharpen_only: bool = False             # the control: (1+beta)*l/T on the same candidates, no distiller term
     init: Optional[str] = None             # "warm" | "random"; None = warm when the server has a warm start
+    logprobs: str = "llm"                  # "llm": SGLang's own logprobs of the LLM; "sampled": those of the
+                                           # distribution the token was drawn from (the reweighted candidates)
+    return_tokens: bool = False            # per-token signals in meta_info.esamp.tokens (novelty, shift, ...)
 
     def __post_init__(self):
         f = "esamp."
-        for name in ("enabled", "sharpen_only"):
+        for name in ("enabled", "sharpen_only", "return_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ESampParamError(f + name, f"must be true or false, got {getattr(self, name)!r}")
         if self.beta is not None:
@@ -67,6 +71,8 @@ class ESampRequest:
             raise ESampParamError(f + "group_size", f"must be a positive integer, got {self.group_size!r}")
         if self.init is not None and self.init not in INITS:
             raise ESampParamError(f + "init", f"must be one of {list(INITS)}, got {self.init!r}")
+        if self.logprobs not in LOGPROBS:
+            raise ESampParamError(f + "logprobs", f"must be one of {list(LOGPROBS)}, got {self.logprobs!r}")
 
     @classmethod
     def parse(cls, value: Any) -> Optional["ESampRequest"]:
@@ -101,6 +107,10 @@ class ESampRequest:
 
     def uses_distiller(self) -> bool:
         return self.enabled and not self.sharpen_only
+
+    def uses_sampler(self) -> bool:
+        """Asks for something only ESamp's own sampler gives, even with no reweighting (beta 0 / disabled)."""
+        return self.logprobs == "sampled" or self.return_tokens
 
     def to_wire(self) -> dict:
         """Canonical form carried in ``custom_params`` (fields that differ from their defaults)."""

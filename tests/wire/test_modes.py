@@ -24,7 +24,6 @@ def test_the_cpu_default_mode_is_served():
     ({"speculative_algorithm": "EAGLE"}, "--speculative-algorithm"),
     ({"enable_deterministic_inference": True}, "--enable-deterministic-inference"),
     ({"enable_mixed_chunk": True}, "--enable-mixed-chunk"),
-    ({"tp_size": 2}, "--tp-size"),
     ({"pp_size": 2}, "--pp-size"),
 ])
 def test_each_unservable_mode_is_refused_naming_its_flag(over, flag):
