@@ -39,14 +39,20 @@ def candidate_distiller_logits_ref(h_hat: torch.Tensor, cand_ids: torch.Tensor, 
     return dist
 
 
+def combine_novelty(cand_scaled: torch.Tensor, dist: torch.Tensor, counts: torch.Tensor, beta: torch.Tensor,
+                    dist_coef: torch.Tensor) -> torch.Tensor:
+    """The formula above from the candidates' distiller logits ``dist`` [R, C] (however they were computed)."""
+    scaled = cand_scaled.float()
+    beta_col = beta.float().unsqueeze(1)
+    new = (1.0 + beta_col) * scaled - dist_coef.float().unsqueeze(1) * dist
+    new = torch.where(beta_col == 0, scaled, new)
+    valid = torch.arange(dist.shape[1], device=dist.device).unsqueeze(0) < counts.unsqueeze(1)
+    return new.masked_fill(~valid, float("-inf"))
+
+
 def candidate_novelty_logits_ref(h_hat: torch.Tensor, cand_ids: torch.Tensor, counts: torch.Tensor,
                                  cand_scaled: torch.Tensor, lm_head_weight: torch.Tensor,
                                  lm_head_bias: Optional[torch.Tensor], beta: torch.Tensor,
                                  dist_coef: torch.Tensor) -> torch.Tensor:
-    scaled = cand_scaled.float()
     dist = candidate_distiller_logits_ref(h_hat, cand_ids, lm_head_weight, lm_head_bias)
-    beta_col = beta.float().unsqueeze(1)
-    new = (1.0 + beta_col) * scaled - dist_coef.float().unsqueeze(1) * dist
-    new = torch.where(beta_col == 0, scaled, new)
-    valid = torch.arange(cand_ids.shape[1], device=cand_ids.device).unsqueeze(0) < counts.unsqueeze(1)
-    return new.masked_fill(~valid, float("-inf"))
+    return combine_novelty(cand_scaled, dist, counts, beta, dist_coef)

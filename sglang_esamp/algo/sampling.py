@@ -33,6 +33,7 @@ from .filters import filter_candidates, scale_logits
 from .seeded_noise import SeededRows
 from .vocab_shard import VocabShard, sharded_candidate_logits
 
+
 @dataclass
 class SampleOutput:
     tokens: torch.Tensor        # [R] int64

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import torch
 
-from esamp_kernels.candidate_ref import candidate_distiller_logits_ref
+from esamp_kernels.candidate_ref import candidate_distiller_logits_ref, combine_novelty
 
 
 @dataclass
@@ -35,10 +35,4 @@ def sharded_candidate_logits(h_hat: torch.Tensor, cand_ids: torch.Tensor, counts
     in_shard = (cand_ids >= shard.start) & (cand_ids < shard.end)
     local = torch.where(in_shard, cand_ids - shard.start, torch.zeros_like(cand_ids))
     dist = candidate_distiller_logits_ref(h_hat, local, w_local, b_local) * in_shard
-    dist = shard.all_reduce(dist.contiguous())
-    scaled = cand_scaled.float()
-    beta_col = beta.float().unsqueeze(1)
-    new = (1.0 + beta_col) * scaled - coef.float().unsqueeze(1) * dist
-    new = torch.where(beta_col == 0, scaled, new)
-    valid = torch.arange(cand_ids.shape[1], device=cand_ids.device).unsqueeze(0) < counts.unsqueeze(1)
-    return new.masked_fill(~valid, float("-inf"))
+    return combine_novelty(cand_scaled, shard.all_reduce(dist.contiguous()), counts, beta, coef)

@@ -99,6 +99,7 @@ class GroupMembers:
         request, stamp = read_scheduled(getattr(sp, "custom_params", None))
         if request is not None and getattr(sp, "max_new_tokens", None) != 0:
             beta = request.effective_beta(self.config)
+            seed = getattr(sp, "sampling_seed", None)
             if beta > 0 and request.sharpen_only:
                 member = Member(rid=req.rid, request=request, beta=beta, group=None, group_size=1)
             elif beta > 0 and stamp:
@@ -107,18 +108,17 @@ class GroupMembers:
                                 off_rank=stamp.get("rank", self.dp_rank) != self.dp_rank)
                 if member.off_rank:
                     self.core.counters.add("members_off_rank")
-            elif request.uses_sampler() or getattr(sp, "sampling_seed", None) is not None:
+            elif request.uses_sampler() or seed is not None:
                 member = Member(rid=req.rid, request=request, beta=0.0, group=None, group_size=1)
             if member is not None:
-                self._seed(member, req, stamp)
+                self._seed(member, req, stamp, seed)
         setattr(req, MEMBER_ATTR, member)
         return member
 
-    def _seed(self, m: Member, req, stamp):
+    def _seed(self, m: Member, req, stamp, seed: Optional[int]):
         m.prompt_len = len(getattr(req, "origin_input_ids", ()) or ())
         if m.request.return_tokens:
             m.signals = {}
-        seed = getattr(req.sampling_params, "sampling_seed", None)
         if seed is None:
             return
         m.seed = int(seed)

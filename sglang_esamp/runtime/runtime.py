@@ -97,7 +97,7 @@ class ESampRuntime:
         self.members = GroupMembers(self.core, config, dp_rank=self.dp_rank)
         self.faults = FaultInjector(config.debug_faults, seed=config.seed, counters=self.counters)
         self.metrics = PrometheusSink()
-        self.lm_head_digest = tensor_digest(weight)
+        self._lm_head_digest: Optional[str] = None   # computed on the first stats read after a (re)load
         print(self.core.describe(), file=sys.stderr, flush=True)
         if shard is not None:
             print(f"[esamp]   tensor parallel   = {shard.tp_size} ranks; this rank's LM head holds token ids "
@@ -126,7 +126,15 @@ class ESampRuntime:
         """Read the LM head from the model again (a weight loader may have replaced the parameter object)."""
         weight, bias = _lm_head(self.model_runner.model)
         self.core.set_lm_head(weight, bias)
-        self.lm_head_digest = tensor_digest(weight)
+        self._lm_head_digest = None
+
+    @property
+    def lm_head_digest(self) -> str:
+        """Identity of the head ESamp reads; hashing it copies the whole head to the host, so it is done when
+        asked (stats) and kept until the next weight update, never at startup or on a forward step."""
+        if self._lm_head_digest is None:
+            self._lm_head_digest = tensor_digest(self.core.lm_head_weight)
+        return self._lm_head_digest
 
     def weights_changed(self, what: str, new_model_dir: Optional[str]) -> None:
         """After a weight update (``runtime.weights``): read the LM head again; drop a warm start that no longer

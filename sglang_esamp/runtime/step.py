@@ -30,9 +30,9 @@ import logging
 
 import torch
 
+from ..algo.seeded_noise import SeededRows
 from . import step_state, step_trace
 from .runtime import current_runtime
-from ..algo.seeded_noise import SeededRows
 from .step_state import ESampStep
 
 logger = logging.getLogger("sglang_esamp")
@@ -87,10 +87,8 @@ def _plan(rt, forward_batch, batch, sampling_info, decode: bool) -> None:
                      betas=torch.tensor(betas, dtype=torch.float32, device=dev),
                      novelty=torch.tensor(novelty, dtype=torch.float32, device=dev), members=members,
                      sample_only=not decode)
-    if any(m.seed is not None or m.signals is not None for m in members):
-        _row_options(step, forward_batch.seq_lens.index_select(0, step.rows).to(torch.int64))
-    else:
-        _row_options(step, None)
+    need_positions = any(m.seed is not None or m.signals is not None for m in members)
+    _row_options(step, forward_batch.seq_lens.index_select(0, step.rows).to(torch.int64) if need_positions else None)
     step_state.attach(sampling_info, step)
 
 

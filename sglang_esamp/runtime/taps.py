@@ -98,28 +98,22 @@ class TapSet:
         self._tracking = False
         layers = _decoder_layers(model)
         check_logits_processor(model)
-        self.kinds = {}
         for role, name in (("source", spec.source), ("target", spec.target)):
             if name == LM_HEAD_INPUT:
                 self._tap_logits_processor(model, role)
-                self.kinds[role] = "logits_processor"
             else:
                 layer = layers[parse_layer_norm_tap(name, len(layers))]
                 if hasattr(getattr(layer, "attn_boundary", None), "prepare"):
                     self._tap_layer_input(layer, role, name)
-                    self.kinds[role] = "attn_boundary"
                 elif isinstance(getattr(layer, "input_layernorm", None), torch.nn.Module):
                     self._track_batch(model.model)
                     self._tap_input_norm(layer.input_layernorm, role)
-                    self.kinds[role] = "input_layernorm"
                 else:
                     raise UnsupportedModelError(f"ESamp tap {name}: {type(layer).__name__} has neither "
                                                 "attn_boundary.prepare nor an input_layernorm module")
 
     def _tap_logits_processor(self, model, role):
-        lp = getattr(model, "logits_processor", None)
-        if lp is None:
-            raise UnsupportedModelError(f"ESamp: {type(model).__name__} has no logits_processor")
+        lp = model.logits_processor   # present: check_logits_processor ran first
 
         def pre_hook(_mod, args, kwargs):
             _store(role, _arg(args, kwargs, LOGITS_PROCESSOR_METADATA), _arg(args, kwargs, LOGITS_PROCESSOR_HIDDEN))

@@ -16,10 +16,6 @@ A failed update is treated as a change too: SGLang says such weights may be part
 """
 from __future__ import annotations
 
-import logging
-
-logger = logging.getLogger("sglang_esamp")
-
 
 def _runtime_for(updater):
     from .runtime import current_runtime
