@@ -19,6 +19,7 @@ the frontend classes on import (the server side needs nothing new: it already ac
   params.py          ``esamp`` as a sampling parameter: sgl.gen -> SglSamplingParams -> to_srt_kwargs,
                      validated in the client (``ESampParamError`` at ``sgl.gen``)
   forks.py           the branches of ``s.fork(n)`` share one distiller group (a per-fork-point key, size n)
+  routing.py         the gateway's routing key (``x-smg-routing-key``) on gens of a group or a session
   engine_backend.py  ``EngineBackend``: a frontend backend for an in-process Engine (SGLang 0.5.23 has none)
   patching.py        the reversible patch list (``install()`` / ``uninstall()``)
 Every patch wraps the original and changes nothing for gens without ``esamp``. Import this before

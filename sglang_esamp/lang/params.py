@@ -8,9 +8,11 @@ How the value travels (SGLang 0.5.23's frontend has fixed parameter lists at eve
      own constructors and ``copy.deepcopy`` are unaffected; ``clone()`` is wrapped to carry it.
   3. ``StreamExecutor._resolve_sampling_params`` (which copies a fixed list of names onto the program defaults) is
      wrapped to carry ``esamp`` too, adding the fork group for gens inside ``s.fork(n)`` branches (forks.py).
-  4. ``SglSamplingParams.to_srt_kwargs`` emits ``"esamp": value`` when set, so it lands in the ``sampling_params``
-     of the /generate body (RuntimeEndpoint) or of ``Engine.async_generate`` (EngineBackend); the server's
-     tokenizer hook moves it into ``custom_params`` before SGLang parses the sampling params.
+  4. ``SglSamplingParams.to_srt_kwargs`` emits ``"custom_params": {"esamp": value}`` when set, so it lands in the
+     ``sampling_params`` of the /generate body (RuntimeEndpoint) or of ``Engine.async_generate`` (EngineBackend),
+     where SGLang carries it to the scheduler as it is. ``custom_params`` rather than ``sampling_params.esamp``:
+     the SGLang gateway re-parses ``sampling_params`` into its own schema and drops unknown keys, but forwards
+     ``custom_params`` (routing.py adds the gateway's routing key for groups and sessions).
 A gen without ``esamp`` sends nothing new: the request is byte-for-byte what stock SGLang sends.
 ``esamp`` with ``choices=`` is rejected: select scores fixed continuations and never samples. When ``run_batch``
 traces a program to pre-cache its prefix, arguments are placeholders (``SglArgument``); an ``esamp`` placeholder is
@@ -65,7 +67,9 @@ def _wrap_to_srt_kwargs(original):
         out = original(self)
         value = getattr(self, ATTR, None)
         if value is not None:
-            out[ESAMP_KEY] = dict(value) if isinstance(value, Mapping) else value
+            custom = dict(out.get("custom_params") or {})
+            custom[ESAMP_KEY] = dict(value) if isinstance(value, Mapping) else value
+            out["custom_params"] = custom
         return out
 
     return to_srt_kwargs

@@ -16,9 +16,9 @@ _applied: List[Tuple[Any, str, Any]] = []   # (owner, attribute, original or MIS
 
 
 def _all_patches():
-    from . import forks, params
+    from . import forks, params, routing
 
-    return [*params.patches(), *forks.patches()]
+    return [*params.patches(), *forks.patches(), *routing.patches()]
 
 
 def installed() -> bool:

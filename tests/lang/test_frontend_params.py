@@ -9,6 +9,11 @@ import sglang_esamp.lang as esamp_lang
 from sglang_esamp.algo.config import ESampParamError
 
 
+def esamp_of(params, default=None):
+    """The esamp value a gen sends (in ``custom_params``, which the gateway forwards)."""
+    return params.get("custom_params", {}).get("esamp", default)
+
+
 class Recorder(BaseBackend):
     """A frontend backend that answers every gen with "ok" and keeps the sampling params it would send."""
 
@@ -24,10 +29,10 @@ class Recorder(BaseBackend):
         sent = sampling_params.to_srt_kwargs()
         with self._lock:
             self.calls.append({"text": s.text_, "params": sent})
-        return " ok", {"esamp": sent.get("esamp")}
+        return " ok", {"esamp": esamp_of(sent)}
 
     def sent_esamp(self):
-        return [c["params"].get("esamp", "<absent>") for c in self.calls]
+        return [esamp_of(c["params"], "<absent>") for c in self.calls]
 
 
 def run(program, **kwargs):
@@ -41,20 +46,21 @@ def run(program, **kwargs):
 @pytest.mark.parametrize("value", [True, False, {"beta": 0.3}, {"enabled": False}, {"session": "s1", "beta": 0}])
 def test_gen_carries_esamp_into_srt_kwargs(value):
     expr = sgl.gen("x", max_tokens=4, esamp=value)
-    assert expr.sampling_params.to_srt_kwargs()["esamp"] == value
-    assert expr.sampling_params.clone().to_srt_kwargs()["esamp"] == value
+    assert expr.sampling_params.to_srt_kwargs()["custom_params"]["esamp"] == value
+    assert expr.sampling_params.clone().to_srt_kwargs()["custom_params"]["esamp"] == value
 
 
 def test_gen_without_esamp_sends_nothing_new():
-    assert "esamp" not in sgl.gen("x", max_tokens=4).sampling_params.to_srt_kwargs()
-    assert "esamp" not in sgl.gen("x", max_tokens=4, esamp=None).sampling_params.to_srt_kwargs()
+    for expr in (sgl.gen("x", max_tokens=4), sgl.gen("x", max_tokens=4, esamp=None)):
+        sent = expr.sampling_params.to_srt_kwargs()
+        assert "esamp" not in sent and "custom_params" not in sent
 
 
 def test_gen_keeps_a_private_copy_of_the_value():
     value = {"beta": 0.3}
     expr = sgl.gen("x", esamp=value)
     value["beta"] = 9.0
-    assert expr.sampling_params.to_srt_kwargs()["esamp"] == {"beta": 0.3}
+    assert expr.sampling_params.to_srt_kwargs()["custom_params"]["esamp"] == {"beta": 0.3}
 
 
 @pytest.mark.parametrize("value,field", [
@@ -121,7 +127,7 @@ def test_groups_are_per_fork_point_and_per_gen():
     backend, _ = run(prog)
     members = {}
     for c in backend.calls:
-        v = c["params"].get("esamp")
+        v = esamp_of(c["params"])
         if v is not None:
             members.setdefault((v["group"], v["group_size"]), []).append(c)
     assert sorted(len(m) for m in members.values()) == [2, 2, 3] and len(backend.calls) == 9
@@ -130,7 +136,7 @@ def test_groups_are_per_fork_point_and_per_gen():
     assert (g0, g1) == (fork1 + "-0", fork1 + "-1")                  # the first fork: gen a, then gen c
     assert g2.endswith("-0") and not g2.startswith(fork1)             # the second fork: a fresh key
     assert all(c["text"].count(" ok") == 2 for c in members[(g1, 2)])  # c came after a and b in its branch
-    assert sum("esamp" not in c["params"] for c in backend.calls) == 2   # the two "b" gens
+    assert sum(esamp_of(c["params"]) is None for c in backend.calls) == 2   # the two "b" gens
 
 
 def test_unforked_disabled_and_explicit_groups_are_left_alone():
@@ -199,7 +205,7 @@ def test_run_defaults_still_apply_and_esamp_is_per_gen():
     backend, _ = run(prog, temperature=0.5, top_p=0.9)
     a, b = (c["params"] for c in backend.calls)
     assert a["temperature"] == b["temperature"] == 0.5 and a["top_p"] == 0.9
-    assert a["esamp"] is True and "esamp" not in b
+    assert esamp_of(a) is True and esamp_of(b) is None and "custom_params" not in b
 
 
 def test_run_batch_with_esamp_as_a_program_argument():

@@ -97,3 +97,68 @@ def test_a_session_pinned_by_its_routing_key_stays_on_one_worker(fleet):
     r = gen(other, sp(first["session"]))
     assert r.status_code == 400 and r.json()["error"]["param"] == "esamp.session"
     assert gen(holder, sp(first["session"])).status_code == 200
+
+
+def grown(fleet, before):
+    return [u - b > 0 for u, b in zip([updates(w) for w in fleet["workers"]], before)]
+
+
+def test_frontend_fork_branches_through_the_gateway_reach_one_worker(fleet):
+    """sgl.gen(esamp=True) in s.fork(4): four separate requests, one routing key (lang/routing.py), one worker."""
+    import sglang as sgl
+    from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
+
+    import sglang_esamp.lang  # noqa: F401
+
+    @sgl.function
+    def poems(s):
+        s += CHAT.format("Write a line about the sea.")
+        forks = s.fork(4)
+        for f in forks:
+            f += sgl.gen("line", max_tokens=6, temperature=1.0, ignore_eos=True, esamp=True)
+        return [f.get_meta_info("line")["esamp"] for f in forks]
+
+    backend = RuntimeEndpoint(fleet["gateway"])
+    for _ in range(3):        # unkeyed, four requests would all meet on one of two workers 1 time in 8
+        before = [updates(w) for w in fleet["workers"]]
+        state = poems.run(backend=backend)
+        assert state.error() is None, state.error()
+        metas = state.ret_value
+        assert len({m["group"] for m in metas}) == 1 and len({m["slot"] for m in metas}) == 1
+        assert all(m["steps"] > 0 for m in metas)
+        assert sorted(grown(fleet, before)) == [False, True]
+
+
+def test_frontend_session_turns_through_the_gateway_stay_on_its_worker(fleet):
+    import sglang as sgl
+    from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
+
+    import sglang_esamp.lang  # noqa: F401
+
+    @sgl.function
+    def turn(s, prompt, session):
+        s += CHAT.format(prompt) + sgl.gen("a", max_tokens=6, ignore_eos=True, esamp={"session": session})
+
+    backend = RuntimeEndpoint(fleet["gateway"])
+    first = turn.run(backend=backend, prompt="Name a fruit.", session="new").get_meta_info("a")["esamp"]
+    for prompt in ("Name a tree.", "Name a river.", "Name a bird."):
+        before = [updates(w) for w in fleet["workers"]]
+        m = turn.run(backend=backend, prompt=prompt, session=first["session"]).get_meta_info("a")["esamp"]
+        assert m["session"] == first["session"] and m["slot"] == first["slot"]
+        assert sorted(grown(fleet, before)) == [False, True]
+
+
+def test_openai_top_level_esamp_through_the_gateway(fleet):
+    """The OpenAI routes: smg forwards the top-level ``esamp`` field (the OpenAI client's extra_body) untouched."""
+    gw = fleet["gateway"]
+    model = requests.get(gw + "/v1/models", timeout=30).json()["data"][0]["id"]
+    body = {"model": model, "messages": [{"role": "user", "content": "Write a line about the sea."}],
+            "max_tokens": 6, "n": 2, "temperature": 1.0, "esamp": {"beta": 0.25}}
+    before = [updates(w) for w in fleet["workers"]]
+    r = requests.post(gw + "/v1/chat/completions", json=body, headers={ROUTING_HEADER: "chat-" + uuid.uuid4().hex},
+                      timeout=600)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"]) == 2
+    assert sorted(grown(fleet, before)) == [False, True]
+    r = requests.post(gw + "/v1/chat/completions", json={**body, "esamp": {"beta": "high"}}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "esamp.beta"
