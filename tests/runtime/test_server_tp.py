@@ -1,6 +1,7 @@
 """``--tp-size 2`` on the real server (SmolLM2, fp32, CPU): the vocabulary-sharded LM head gives the candidate logits
 and the tokens of ``--tp-size 1`` for the same seeded ESamp requests (the seed fixes the noise)."""
 import json
+from collections import Counter
 
 import pytest
 import requests
@@ -42,3 +43,28 @@ def test_tp2_gives_the_tokens_and_candidate_logits_of_tp1(tmp_path):
     for (tok1, ids1, l1), (tok2, ids2, l2) in zip(a, b[0::2]):
         assert tok1 == tok2 and ids1 == ids2
         assert max(abs(x - y) for x, y in zip(l1, l2)) < 5e-3
+
+
+def test_an_esamp_error_under_tp2_is_contained_on_both_ranks_alike(tmp_path):
+    """Injected faults (predict, sample, update, NaN taps) under --tp-size 2: every request is answered, the errors
+    are counted, and both ranks took the same path on every row (the fault draws are seeded alike on each rank and
+    the taps are replicated, so a rank never falls back alone -- which would desynchronise its tokens and its
+    all-reduce from the other's)."""
+    trace = tmp_path / "faults.jsonl"
+    args = ["--dtype", "float32", "--esamp-bank-slots", "2", "--log-level", "warning", "--disable-radix-cache",
+            "--tp-size", "2", "--esamp-debug-faults", "predict:0.1,sample:0.1,update:0.1,nan_taps:0.1"]
+    with running_server(args, tmp_path / "faults.log", env_extra={"SGLANG_ESAMP_STEP_TRACE": str(trace)}) as (
+            base, _proc):
+        for seed in (1, 2, 3):
+            body = json.loads(json.dumps(BODY))
+            body["sampling_params"]["sampling_seed"] = seed
+            r = requests.post(base + "/generate", json=body, timeout=600)
+            assert r.status_code == 200, r.text
+        total = requests.get(base + "/esamp/stats", timeout=60).json()["total"]
+        assert total["faults_injected"] > 0 and total["step_errors"] > 0
+        assert total["candidate_rows_reweighted"] > 0
+        r = requests.post(base + "/generate", json={**BODY, "sampling_params": {**BODY["sampling_params"],
+                                                                                  "max_new_tokens": 4}}, timeout=600)
+        assert r.status_code == 200, r.text
+    rows = Counter(x for x in trace.read_text().splitlines())
+    assert rows and set(rows.values()) == {2}, "a row was traced by one TP rank only"
