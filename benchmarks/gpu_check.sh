@@ -3,7 +3,9 @@
 #   1. the kernel tests (they run the kernels in Triton's interpreter against the torch references), 2.
 #   esamp_kernels.bench: the kernels compiled for real, timed against the references at serving shapes, with the
 #   largest |triton - torch| of every shape recorded, 3. the async CUDA-stream update against serial at the
-#   algorithm level (benchmarks/async_update_check.py: time per step, same tokens and weights).
+#   algorithm level (benchmarks/async_update_check.py: time per step, same tokens and weights), 4. ESamp's taps
+#   under CUDA-graph capture and replay (benchmarks/tap_graph_check.py: rows equal eager, a graph without taps is a
+#   miss).
 # Results land in ${OUT:-benchmarks/results/gpu}. Usage: bash benchmarks/gpu_check.sh [--dry-run]
 # (--dry-run: CPU, interpreter, tiny sizes -- checks the script itself on a machine without a GPU).
 set -euo pipefail
@@ -13,7 +15,7 @@ OUT="${OUT:-benchmarks/results/gpu}"
 DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
 PY="${PYTHON:-python}"; [ -x .venv/bin/python ] && [ "$DRY" = 1 ] && PY=.venv/bin/python
 mkdir -p "$OUT"
-# the repository's packages without installing them (no SGLang is needed for these three checks)
+# the repository's packages without installing them (no SGLang is needed for these checks)
 export PYTHONPATH="$PWD:$PWD/kernels${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$DRY" = 1 ]; then export TRITON_INTERPRET=1; else unset TRITON_INTERPRET; fi
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT/env.txt"
@@ -25,4 +27,7 @@ timeout 180 "$PY" -m esamp_kernels.bench --out "$OUT/kernel_bench" $( [ "$DRY" =
 echo "== 3. async vs serial update"
 timeout 180 "$PY" benchmarks/async_update_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/async_update_check" \
   2>&1 | tee "$OUT/async_update.txt"
+echo "== 4. taps under CUDA-graph replay"
+timeout 120 "$PY" benchmarks/tap_graph_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/tap_graph_check.json" \
+  2>&1 | tee "$OUT/tap_graph_check.txt"
 echo "gpu_check done: $OUT"

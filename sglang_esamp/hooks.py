@@ -103,7 +103,7 @@ CALLS = (
               "runtime.taps wraps layers[i].attn_boundary.prepare (the shallow tap)"),
     Signature("sglang.srt.layers.logits_processor.LogitsProcessor.forward",
               ("self", "input_ids", "hidden_states", "lm_head", "logits_metadata"),
-              "runtime.taps: a forward pre-hook reads hidden_states (arg 1) and logits_metadata (arg 3)"),
+              "runtime.taps: a forward pre-hook reads hidden_states (arg 1)"),
     Signature("sglang.srt.managers.schedule_batch.Req.finished", ("self",), "runtime.step.request_left"),
     Signature(f"{_TM}.get_internal_state", ("self",), "serve.http_routes: /esamp/stats"),
     Signature("sglang.srt.entrypoints.http_server.get_global_state", (), "serve.http_routes: /esamp/stats"),

@@ -8,6 +8,8 @@ run with faults is reproducible and a run without faults draws nothing. Points:
   ``update``     raise inside the distiller update (async: surfaces at the next join)
   ``nan_taps``   one row of the tapped shallow hidden states becomes NaN (the update must drop it)
   ``huge_taps``  one row of the tapped target hidden states is scaled by 1e6 (the divergence guard's case)
+  ``skip_taps``  the shallow tap writes nothing this step (its buffer keeps the previous step's rows: the
+                 freshness stamp must catch it as a tap miss, never train on or sample from stale states)
 Each injected fault is counted in ``faults_injected``; what the server did about it shows in the other counters
 (``step_errors``, ``error_resets``, dropped rows, divergence resets).
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import Dict, Optional
 
-POINTS = ("predict", "sample", "update", "nan_taps", "huge_taps")
+POINTS = ("predict", "sample", "update", "nan_taps", "huge_taps", "skip_taps")
 
 
 class InjectedFault(RuntimeError):

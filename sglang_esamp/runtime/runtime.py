@@ -23,6 +23,7 @@ from ..algo.taps import tap_spec
 from ..wire.modes import UnsupportedModeError, check_server_mode
 from .groups import GroupMembers
 from .metrics import PrometheusSink
+from .tap_buffers import DEFAULT_ROWS, TapBuffers
 from .taps import TapSet, UnsupportedModelError
 
 logger = logging.getLogger("sglang_esamp")
@@ -60,6 +61,15 @@ def _available_bytes(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
+def _max_decode_rows(model_runner) -> int:
+    """Rows the tap buffers hold from the start: the largest batch a graph could be captured for (they grow
+    for larger eager batches)."""
+    args = getattr(model_runner, "server_args", None)
+    decode = (getattr(args, "cuda_graph_config", None) or {}).get("decode") or {}
+    graph_bs = getattr(args, "cuda_graph_max_bs_decode", None) or decode.get("max_bs") or 0
+    return max(DEFAULT_ROWS, int(graph_bs))
+
+
 def _dp_rank(server_args) -> int:
     """This scheduler's data-parallel rank (0 without --dp-size)."""
     if int(getattr(server_args, "dp_size", 1) or 1) <= 1:
@@ -85,7 +95,8 @@ class ESampRuntime:
                                f"{config.memory_headroom:g}); lower --esamp-bank-slots")
         self.config = config
         self.model_runner = model_runner
-        self.taps = TapSet(model, tap_spec(config.taps))
+        self.tap_buffers = TapBuffers(hidden, weight.dtype, device, rows=_max_decode_rows(model_runner))
+        self.taps = TapSet(model, tap_spec(config.taps), self.tap_buffers)
         shard = _vocab_shard(model)
         self.core = ESampCore(config, hidden, weight, bias, device=device, vocab_shard=shard,
                               **self._warm_start_kwargs(model_runner))
@@ -96,6 +107,8 @@ class ESampRuntime:
         self.dp_rank = _dp_rank(getattr(model_runner, "server_args", None))
         self.members = GroupMembers(self.core, config, dp_rank=self.dp_rank)
         self.faults = FaultInjector(config.debug_faults, seed=config.seed, counters=self.counters)
+        if self.faults.probs.get("skip_taps"):
+            self.taps.drop_write = lambda role: role == "source" and self.faults.fires("skip_taps")
         self.metrics = PrometheusSink()
         self._lm_head_digest: Optional[str] = None   # computed on the first stats read after a (re)load
         print(self.core.describe(), file=sys.stderr, flush=True)

@@ -5,8 +5,9 @@
               request join its group (``groups.GroupMembers``; the group's slot is acquired at its first decode
               step) and attaches a fresh ``step_state.ESampStep`` to the step. Rebuilt every step from the requests
               themselves, so it cannot drift from SGLang's row order when requests join or leave the batch.
-  2. taps     the model's forward runs; ``taps.TapSet`` copies the plan's rows of the shallow and the LM-head
-              hidden states into the ESampStep.
+  2. taps     the model's forward runs; ``taps.TapSet`` copies the batch's shallow and LM-head hidden states
+              into the runtime's static ``tap_buffers`` (graph-capturable); ``sample_step`` reads the plan's rows
+              back (a stale stamp = a tap miss).
   3. predict  ``sample_step`` (around ``ModelRunner.sample``): ``ESampCore.predict`` gives h_hat for the plan's
               rows with the weights after the previous update (exactly one step stale).
   4. sample   SGLang's sampler runs; ``sampler.ESampSampler`` applies the ESamp rule to the plan's rows
@@ -130,11 +131,14 @@ def sample_step(original, model_runner, logits_output, forward_batch, *args, **k
         return _sample_prefill(rt, step, original, model_runner, logits_output, forward_batch, *args, **kwargs)
     sampled, next_ids = False, None
     try:
-        if step.h_src is None or step.h_tgt is None:
+        taps = rt.tap_buffers.read(step.rows, forward_batch.positions.index_select(0, step.rows),
+                                   int(forward_batch.positions.shape[0]))
+        if taps is None:
             rt.counters.add("tap_misses")
             _count_skipped(step.members)
             step_state.detach(sampling_info)
             return original(model_runner, logits_output, forward_batch, *args, **kwargs)
+        step.h_src, step.h_tgt = taps
         step = _keep_owned(rt, step)
         if not step.members:
             step_state.detach(sampling_info)

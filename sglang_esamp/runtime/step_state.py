@@ -2,7 +2,7 @@
 
 It is created by ``step.plan_rows`` when the step is planned, attached to the step's ``SamplingBatchInfo`` under
 one attribute (``ATTR``; the model may run on a shallow copy of the ForwardBatch, but every copy and
-``ModelRunner.sample`` share that SamplingBatchInfo), filled by the taps (``h_src``, ``h_tgt``) and the sampler
+``ModelRunner.sample`` share that SamplingBatchInfo), filled from the tap buffers (``h_src``, ``h_tgt``) and the sampler
 (``logits``, ``out``), and removed in a ``finally`` after sampling (``step.sample_step``). Nothing else about a
 step is stored on SGLang objects, so nothing can leak into a later step.
 """
@@ -28,7 +28,7 @@ class ESampStep:
     seeded: Optional[object] = None         # algo.seeded_noise.SeededRows: rows of seeded requests
     sampled_logprobs: Optional[torch.Tensor] = None  # [S] int64 step rows whose logprobs are the sampled ones
     sample_only: bool = False               # a prefill step: ESamp's sampler only (no taps, no distiller)
-    # 2. taps (taps.TapSet): this step's hidden states of the plan's rows
+    # 2. taps (read from tap_buffers.TapBuffers in step.sample_step): the plan's rows' hidden states
     h_src: Optional[torch.Tensor] = None    # [R, H] shallow tap
     h_tgt: Optional[torch.Tensor] = None    # [R, H] LM-head input
     # 3. predict (step.sample_step): the distiller's output with the weights after the previous update

@@ -14,8 +14,13 @@ Tap names (``algo.taps``) resolve to:
                                    is exactly the final-norm vector the LM head multiplies.
 A model whose logits processor transforms the logits (``final_logit_softcapping``, ``logit_scale``) is refused:
 ESamp's distiller logits ``W . h_hat`` would not be on the LLM's scale.
-A tap copies only on decode steps that have an ``ESampStep`` (stock traffic pays nothing) and only the plan's rows,
-into that step object (``step_state``). The SGLang symbols used here are listed in ``sglang_esamp.hooks``.
+Where a tap writes: the whole decode batch into the runtime's static ``tap_buffers.TapBuffers`` (with the batch's
+positions as a freshness stamp), never into the step object, so the copy is graph-capturable (a replay refills the
+buffers) and eager steps use the same path; ``step.sample_step`` reads the plan's rows from there. Eager decode
+steps without an ``ESampStep`` write nothing (stock traffic pays nothing); while a CUDA graph is captured every
+decode forward writes. The ForwardBatch (for the positions, and for taps on modules that do not receive it) is
+kept by a pre-hook on the inner ``model.model``, called for every forward, and dropped after the logits processor.
+The SGLang symbols used here are listed in ``sglang_esamp.hooks``.
 """
 from __future__ import annotations
 
@@ -25,10 +30,10 @@ import torch
 
 from ..algo.taps import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
 from . import step_state
+from .tap_buffers import TapBuffers, capturing
 
-# leading parameters of LogitsProcessor.forward we read (hooks.py lists and checks them)
+# leading parameter of LogitsProcessor.forward we read (hooks.py lists and checks it)
 LOGITS_PROCESSOR_HIDDEN = (1, "hidden_states")
-LOGITS_PROCESSOR_METADATA = (3, "logits_metadata")
 
 
 class UnsupportedModelError(RuntimeError):
@@ -66,35 +71,19 @@ def _forward_batch_in(args, kwargs):
     return None
 
 
-def _store(role: str, batch_like, value):
-    """``batch_like``: a ForwardBatch or LogitsMetadata (both carry forward_mode and sampling_info)."""
-    mode = getattr(batch_like, "forward_mode", None)
-    if mode is None or not mode.is_decode():
-        return
-    step = step_state.current(getattr(batch_like, "sampling_info", None))
-    if step is None:
-        return  # no ESamp row in this step
-    if not isinstance(value, torch.Tensor):
-        raise UnsupportedModelError(f"ESamp tap '{role}' got {type(value).__name__}, not a tensor (quantized "
-                                    "attention input formats are not supported)")
-    rows = value.detach().index_select(0, step.rows)
-    if role == "source":
-        step.h_src = rows
-    else:
-        step.h_tgt = rows
-
-
 def _arg(args, kwargs, where):
     index, name = where
     return args[index] if len(args) > index else kwargs.get(name)
 
 
 class TapSet:
-    """Installs the two taps on a loaded SGLang model; ``remove()`` undoes them."""
+    """Installs the two taps on a loaded SGLang model, writing into ``buffers``; ``remove()`` undoes them."""
 
-    def __init__(self, model, spec: TapSpec):
+    def __init__(self, model, spec: TapSpec, buffers: TapBuffers):
+        self.buffers = buffers
+        self.drop_write: Callable[[str], bool] = lambda role: False   # fault injection (skip_taps)
         self._undo: List[Callable[[], None]] = []
-        self._batch = None       # the running ForwardBatch, for taps on modules that do not receive it
+        self._batch = None       # the running ForwardBatch (positions; taps on modules that do not receive it)
         self._tracking = False
         layers = _decoder_layers(model)
         check_logits_processor(model)
@@ -104,36 +93,28 @@ class TapSet:
             else:
                 layer = layers[parse_layer_norm_tap(name, len(layers))]
                 if hasattr(getattr(layer, "attn_boundary", None), "prepare"):
-                    self._tap_layer_input(layer, role, name)
+                    self._tap_layer_input(layer, role)
                 elif isinstance(getattr(layer, "input_layernorm", None), torch.nn.Module):
-                    self._track_batch(model.model)
+                    self._track_batch(model)
                     self._tap_input_norm(layer.input_layernorm, role)
                 else:
                     raise UnsupportedModelError(f"ESamp tap {name}: {type(layer).__name__} has neither "
                                                 "attn_boundary.prepare nor an input_layernorm module")
 
-    def _tap_logits_processor(self, model, role):
-        lp = model.logits_processor   # present: check_logits_processor ran first
+    def _store(self, role: str, batch, value) -> None:
+        mode = getattr(batch, "forward_mode", None)
+        if mode is None or not mode.is_decode():
+            return
+        if step_state.current(getattr(batch, "sampling_info", None)) is None and not capturing():
+            return  # no ESamp row in this step
+        if not isinstance(value, torch.Tensor):
+            raise UnsupportedModelError(f"ESamp tap '{role}' got {type(value).__name__}, not a tensor (quantized "
+                                        "attention input formats are not supported)")
+        if not self.drop_write(role):
+            self.buffers.write(role, value.detach(), batch.positions)
 
-        def pre_hook(_mod, args, kwargs):
-            _store(role, _arg(args, kwargs, LOGITS_PROCESSOR_METADATA), _arg(args, kwargs, LOGITS_PROCESSOR_HIDDEN))
-        handle = lp.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        self._undo.append(handle.remove)
-
-    def _tap_layer_input(self, layer, role, name):
-        boundary = getattr(layer, "attn_boundary", None)
-        if boundary is None or not hasattr(boundary, "prepare"):
-            raise UnsupportedModelError(f"ESamp tap {name}: {type(layer).__name__} has no attn_boundary.prepare")
-        original = boundary.prepare
-
-        def prepare(hidden_states, forward_batch, *args, **kwargs):
-            out = original(hidden_states, forward_batch, *args, **kwargs)
-            _store(role, forward_batch, out)
-            return out
-        boundary.prepare = prepare
-        self._undo.append(lambda: setattr(boundary, "prepare", original))
-
-    def _track_batch(self, inner):
+    def _track_batch(self, model):
+        """For taps on modules that do not receive the ForwardBatch (installed once)."""
         if self._tracking:
             return
         self._tracking = True
@@ -141,16 +122,34 @@ class TapSet:
         def pre(_mod, args, kwargs):
             self._batch = _forward_batch_in(args, kwargs)
 
-        def post(_mod, _args, _kwargs, _out):
+        def done(_mod, _args, _out):
             self._batch = None
-        handles = [inner.register_forward_pre_hook(pre, with_kwargs=True),
-                   inner.register_forward_hook(post, with_kwargs=True, always_call=True)]
+        handles = [model.model.register_forward_pre_hook(pre, with_kwargs=True),
+                   model.logits_processor.register_forward_hook(done, always_call=True)]
         self._undo.extend(h.remove for h in handles)
+
+    def _tap_logits_processor(self, model, role):
+        self._track_batch(model)
+
+        def pre_hook(_mod, args, kwargs):
+            self._store(role, self._batch, _arg(args, kwargs, LOGITS_PROCESSOR_HIDDEN))
+        handle = model.logits_processor.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        self._undo.append(handle.remove)
+
+    def _tap_layer_input(self, layer, role):
+        boundary = layer.attn_boundary
+        original = boundary.prepare
+
+        def prepare(hidden_states, forward_batch, *args, **kwargs):
+            out = original(hidden_states, forward_batch, *args, **kwargs)
+            self._store(role, forward_batch, out)
+            return out
+        boundary.prepare = prepare
+        self._undo.append(lambda: setattr(boundary, "prepare", original))
 
     def _tap_input_norm(self, norm, role):
         def hook(_mod, _args, out):
-            if self._batch is not None:
-                _store(role, self._batch, out[0] if isinstance(out, (tuple, list)) else out)
+            self._store(role, self._batch, out[0] if isinstance(out, (tuple, list)) else out)
         handle = norm.register_forward_hook(hook)
         self._undo.append(handle.remove)
 

@@ -52,11 +52,11 @@ def test_attributes_we_read_exist(entry):
 
 
 def test_the_tap_argument_positions_match_the_logits_processor():
-    from sglang_esamp.runtime.taps import LOGITS_PROCESSOR_HIDDEN, LOGITS_PROCESSOR_METADATA
+    from sglang_esamp.runtime.taps import LOGITS_PROCESSOR_HIDDEN
 
     params = target_signature_params("sglang.srt.layers.logits_processor.LogitsProcessor.forward")[1:]  # no self
-    for index, name in (LOGITS_PROCESSOR_HIDDEN, LOGITS_PROCESSOR_METADATA):
-        assert params[index] == name
+    index, name = LOGITS_PROCESSOR_HIDDEN
+    assert params[index] == name
 
 
 def test_our_sampler_overrides_only_listed_methods():

@@ -48,7 +48,7 @@ def lifecycle_server(smollm2_path, tmp_path_factory):
 def faulty_server(smollm2_path, tmp_path_factory):
     d = tmp_path_factory.mktemp("esamp-faults")
     with running_server(["--esamp-bank-slots", "4", "--log-level", "warning", "--esamp-debug-faults",
-                         "predict:0.15,sample:0.15,update:0.15,nan_taps:0.2,huge_taps:0.1"],
+                         "predict:0.15,sample:0.15,update:0.15,nan_taps:0.2,huge_taps:0.1,skip_taps:0.1"],
                         d / "server.log") as (base, proc):
         yield {"base": base, "log": d / "server.log", "proc": proc}
 
@@ -151,6 +151,7 @@ def test_injected_faults_never_stop_the_server_and_later_requests_train(faulty_s
     metas = [o["meta_info"]["esamp"] for r in rs for o in r.json()]
     t = total(base)
     assert t["faults_injected"] > 0 and t["step_errors"] > 0 and t["error_resets"] > 0
+    assert t["tap_misses"] > 0     # skip_taps: a shallow tap that did not write is caught by its stale stamp
     assert any(m["skipped_rows"] > 0 for m in metas)
     assert all(o["text"] for r in rs for o in r.json())
     updates = t["updates"]
