@@ -5,7 +5,9 @@ token sync). Two overrides of private Sampler methods (listed and checked in ``s
   * ``_preprocess_logits``: after SGLang's preprocessing, keep a copy of the ESamp rows' logits in the step's
     ``ESampStep`` (the sampler then divides by the temperature and softmaxes in place);
   * ``_sample_from_probs``: SGLang samples every row as usual; the ESamp rows' tokens are then replaced by the
-    ESamp rule applied to the saved logits with the rows' own temperature/top-k/top-p/min-p.
+    ESamp rule applied to the saved logits with the rows' own temperature/top-k/top-p/min-p. When every row of
+    the batch is an ESamp row, SGLang's draw (a full-vocabulary sort per row) is skipped: each row is sampled
+    once; if the rule fails there, SGLang's own draw runs after all.
 Rows without ESamp therefore go through exactly the stock computation (bit-identical), and an all-greedy batch
 never reaches ``_sample_from_probs`` (greedy rows are untouched by default). Logprobs, when requested, are the
 LLM's own log-probabilities of the token that was chosen -- unless the request asked ``esamp.logprobs:
@@ -36,29 +38,55 @@ class ESampSampler(Sampler):
         return logits
 
     def _sample_from_probs(self, probs, sampling_info, positions, simple_sampling_case):
-        ids, capture = super()._sample_from_probs(probs, sampling_info, positions, simple_sampling_case)
         step = step_state.current(sampling_info)
-        if step is None or step.logits is None or (step.h_hat is None and not step.sample_only):
+        ready = step is not None and step.logits is not None and (step.h_hat is not None or step.sample_only)
+        if ready and _every_row_is_esamp(step, probs, sampling_info):
+            # each row sampled once: SGLang's draw would be thrown away (it sorts the whole vocabulary per row)
+            out = self._esamp_rule(step, sampling_info)
+            if out is not None:
+                ids = torch.empty(probs.shape[0], dtype=torch.int32, device=probs.device)
+                ids[step.rows] = out.tokens.to(torch.int32)
+                self._finish(step, probs, out)
+                return ids, None
+            # the rule failed (contained, step.error is set): SGLang's own tokens for every row
+        ids, capture = super()._sample_from_probs(probs, sampling_info, positions, simple_sampling_case)
+        if not ready or step.error is not None:
             return ids, capture
+        out = self._esamp_rule(step, sampling_info)
+        if out is None:
+            return ids, capture
+        new_ids = ids.clone()
+        new_ids[step.rows] = out.tokens.to(ids.dtype)
+        self._finish(step, probs, out)
+        return new_ids, capture
+
+    @staticmethod
+    def _esamp_rule(step, sampling_info):
+        """The ESamp rule on the step's rows, or None with ``step.error`` set (contained)."""
         rows = step.rows
         pick = lambda t: t.reshape(-1).index_select(0, rows)  # noqa: E731  [bs,1] or [bs] -> [R]
         try:
             rt = current_runtime()
             if rt.faults.enabled:
                 rt.faults.maybe_raise("sample")
-            out = rt.core.sample(
+            return rt.core.sample(
                 step.logits, pick(sampling_info.temperatures), pick(sampling_info.top_ks),
                 pick(sampling_info.top_ps), pick(sampling_info.min_ps), step.betas, step.h_hat, novelty=step.novelty,
                 seeded=step.seeded, record=False)   # counted with the update, off the scheduler's path
-            new_ids = ids.clone()
-            new_ids[rows] = out.tokens.to(ids.dtype)
-            if step.sampled_logprobs is not None:
-                _write_sampled_probs(probs, rows.index_select(0, step.sampled_logprobs), out, step.sampled_logprobs)
         except Exception as e:  # contained: these rows keep SGLang's own tokens
             step.error = e
-            return ids, capture
+            return None
+
+    @staticmethod
+    def _finish(step, probs, out) -> None:
+        if step.sampled_logprobs is not None:
+            _write_sampled_probs(probs, step.rows.index_select(0, step.sampled_logprobs), out, step.sampled_logprobs)
         step.out = out
-        return new_ids, capture
+
+
+def _every_row_is_esamp(step, probs, sampling_info) -> bool:
+    """The batch is all ESamp rows and SGLang was not asked to capture a sampling mask of its own draw."""
+    return step.rows.numel() == probs.shape[0] and getattr(sampling_info, "sampling_mask_batch_indices", None) is None
 
 
 def _write_sampled_probs(probs, batch_rows, out, out_rows) -> None:
