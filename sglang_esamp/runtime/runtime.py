@@ -102,7 +102,7 @@ class ESampRuntime:
                               **self._warm_start_kwargs(model_runner))
         self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
         for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors",
-                     "prefill_rows_sampled", "weight_updates", "warm_starts_dropped"):
+                     "prefill_rows_sampled", "weight_updates", "warm_starts_dropped", "stock_draws_skipped"):
             self.counters.declare(name)
         self.dp_rank = _dp_rank(getattr(model_runner, "server_args", None))
         self.members = GroupMembers(self.core, config, dp_rank=self.dp_rank)

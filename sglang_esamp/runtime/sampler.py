@@ -47,6 +47,7 @@ class ESampSampler(Sampler):
                 ids = torch.empty(probs.shape[0], dtype=torch.int32, device=probs.device)
                 ids[step.rows] = out.tokens.to(torch.int32)
                 self._finish(step, probs, out)
+                current_runtime().counters.add("stock_draws_skipped")
                 return ids, None
             # the rule failed (contained, step.error is set): SGLang's own tokens for every row
         ids, capture = super()._sample_from_probs(probs, sampling_info, positions, simple_sampling_case)

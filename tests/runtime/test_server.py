@@ -80,6 +80,8 @@ def test_n4_esamp_request_trains_one_shared_distiller(server):
     assert after["finite_losses"] > before.get("finite_losses", 0) and after["nonfinite_losses"] == 0
     assert after["candidate_rows_reweighted"] > before.get("candidate_rows_reweighted", 0)
     assert after["tap_misses"] == 0 and after["step_errors"] == 0   # every ESamp decode step got its taps
+    # a batch of ESamp rows only is sampled once (SGLang's own draw skipped)
+    assert after["stock_draws_skipped"] > before.get("stock_draws_skipped", 0)
     assert all(m["init"] == "warm" and 0 < m["rows"] <= m["steps"] for m in metas)
     assert wait_occupancy_zero(base) == 0
 
