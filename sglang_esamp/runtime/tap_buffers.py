@@ -50,18 +50,13 @@ class TapBuffers:
             self.h[role] = torch.zeros(rows, self.hidden, dtype=self.dtype, device=self.device)
             self.stamp[role] = torch.full((rows,), -1, dtype=torch.int64, device=self.device)
 
-    def reserve(self, rows: int) -> None:
-        """Make room for ``rows`` batch rows now (before a capture)."""
-        if rows > self.rows:
-            self._allocate(rows)
-
     def write(self, role: str, value: torch.Tensor, positions: torch.Tensor) -> None:
         """Copy the tap's whole batch (``value`` [B, H], ``positions`` [B]) into the buffers (graph-capturable)."""
         n = value.shape[0]
         if n > self.rows:
             if capturing():
                 raise TapCapacityError(f"ESamp tap buffers hold {self.rows} rows but a captured batch has {n}; "
-                                       "reserve them for the largest captured batch size before capture")
+                                       "they are allocated at startup for the largest decode graph batch size")
             self._allocate(max(n, 2 * self.rows))
         self.h[role][:n].copy_(value)
         self.stamp[role][:n].copy_(positions[:n])
@@ -80,6 +75,3 @@ class TapBuffers:
         finally:
             for role in ROLES:
                 self.stamp[role][:batch_size].fill_(-1)
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for d in (self.h, self.stamp) for t in d.values())
