@@ -23,7 +23,7 @@ Running it
 
 A self-started server (``--model``) runs ``python -m sglang_esamp.launch_server --model-path MODEL`` on a free port,
 logs to ``OUTPUT/server.log``, and gets ``--esamp-warm-start shipped`` when a warm start is shipped for the model
-(SmolLM2 today). For a model without one (Qwen2.5-Coder-0.5B today) it starts without, and the warm-start arms are
+(SmolLM2-135M and Qwen2.5-Coder-0.5B today). For a model without one it starts without, and the warm-start arms are
 skipped with a message (they are also skipped against any server whose ``/esamp/stats`` shows no warm start, and a
 method whose requests the server rejects with HTTP 4xx is skipped with the server's message).
 Set OMP_NUM_THREADS=1 SGLANG_USE_CPU_ENGINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 on CPU machines.
