@@ -123,3 +123,30 @@ def test_min_p_bounds_the_sort_to_a_few_columns():
     scaled[:, :3] = 10.0                      # three plausible tokens, the rest ~e^-10 below
     width = filters._topk_width(torch.softmax(scaled, -1), torch.full((2,), TOP_K_ALL), torch.full((2,), 0.05), 1024)
     assert width == 4
+
+
+@pytest.mark.parametrize("wide_row", [False, True])
+def test_all_filtered_batch_first_try_equals_sglang(monkeypatch, wide_row):
+    """Every row filtered: the FIRST_WIDTH try must give SGLang's sets; a row keeping more forces the exact path."""
+    import sglang_esamp.algo.filters as filters
+
+    calls = []
+    exact_width = filters._topk_width
+    monkeypatch.setattr(filters, "_topk_width", lambda *a: calls.append(1) or exact_width(*a))
+    r, v = 8, 2000
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(r, v, generator=g) * torch.linspace(4.0, 8.0, r).unsqueeze(1)
+    temps = torch.tensor([1.0, 0.7, 1.3, 1.0, 0.5, 1.0, 2.0, 0.9])
+    top_ks = torch.tensor([TOP_K_ALL, 5, TOP_K_ALL, 40, TOP_K_ALL, 1, 3, TOP_K_ALL])
+    top_ps = torch.tensor([1.0, 1.0, 0.9, 0.5, 1.0, 1.0, 0.3, 1.0])
+    min_ps = torch.tensor([0.1, 0.0, 0.2, 0.05, 0.3, 0.0, 0.0, 0.5])
+    if wide_row:   # a flat row under top-p 0.3 keeps ~600 tokens: far more than FIRST_WIDTH, under the cap
+        logits[0] = torch.randn(v, generator=g) * 0.01
+        min_ps[0], top_ps[0] = 0.0, 0.3
+    want = _sglang_support(logits, temps, top_ks, top_ps, min_ps)
+    got = filter_candidates(scale_logits(logits, temps), top_ks, top_ps, min_ps, cap=1024)
+    for i in range(r):
+        assert set(got.ids[i, :got.counts[i]].tolist()) == want[i], i
+    assert bool(calls) == wide_row                       # the counting pass ran only when the first try was short
+    assert (int(got.counts.max()) > filters.FIRST_WIDTH) == wide_row
+    assert (got.counts > 1).sum() >= 3
