@@ -92,17 +92,17 @@ def filter_candidates(scaled: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.
     width = min(FIRST_WIDTH, cap + 1, v)
     filtered = (min_ps > 0) | (top_ps < 1) | (top_ks < width)
     wanted = None
+    def sorted_prefix(w: int):
+        top_scaled, top_ids = torch.topk(scaled, w, dim=-1, sorted=True)
+        return top_scaled, top_ids, _keep_prefix(probs.gather(1, top_ids), top_ks, top_ps, min_ps)
+
     if r and width < min(cap + 1, v) and bool(filtered.all()):
-        top_scaled, top_ids = torch.topk(scaled, width, dim=-1, sorted=True)
-        top_probs = probs.gather(1, top_ids)
-        wanted = _keep_prefix(top_probs, top_ks, top_ps, min_ps)
+        top_scaled, top_ids, wanted = sorted_prefix(width)
         if bool((wanted >= width).any()):   # some row's filter keeps the whole first try: size it exactly
             wanted = None
     if wanted is None:
         width = _topk_width(probs, top_ks, min_ps, cap)
-        top_scaled, top_ids = torch.topk(scaled, width, dim=-1, sorted=True)
-        top_probs = probs.gather(1, top_ids)
-        wanted = _keep_prefix(top_probs, top_ks, top_ps, min_ps)
+        top_scaled, top_ids, wanted = sorted_prefix(width)
     rank = torch.arange(width, device=scaled.device).unsqueeze(0)
     counts = wanted.clamp(max=cap)
     truncated = wanted > cap
