@@ -61,6 +61,8 @@ HOOKS = (
          "serve ESampSampler for whatever sampling backend SGLang resolved"),
     Hook("sglang.srt.mem_cache.common.release_kv_cache", "AFTER", "hooks:after_release_kv_cache",
          ("req", "tree_cache"), "6. leave: a finished or aborted request leaves its group"),
+    Hook(f"{_SCHED}._add_request_to_queue", "BEFORE", "hooks:before_add_request_to_queue", ("self", "req"),
+         "parse the member on arrival: seeded siblings take their streams in the order SGLang sent them"),
     Hook(f"{_SCHED}.send_abort_output", "AFTER", "hooks:after_send_abort_output", ("self", "abort_req", "req"),
          "6. leave: a request ended outside the output stream (aborted while queued, by retraction, rejected)"),
     Hook(f"{_SCHED}.get_output_streamer_class", "AFTER", "runtime.output:output_streamer_class", ("self",),
@@ -275,6 +277,17 @@ def after_release_kv_cache(result, req, *args, **kwargs):
 
     request_left(req)
     return result
+
+
+def before_add_request_to_queue(self, req, *args, **kwargs):
+    from .runtime.runtime import current_runtime
+
+    rt = current_runtime()
+    if rt is not None:
+        # SGLang sends the n siblings of a request in order, but may schedule them in another (queue policy,
+        # retraction): parsing here, not at the first forward, ties a seeded sibling's stream to its index
+        rt.members.member_of(req)
+    return None
 
 
 def after_send_abort_output(result, self, abort_req, req, *args, **kwargs):

@@ -17,6 +17,12 @@ partial sort is over a handful of columns, not 1025), and the result is the same
 row has a filter, a first ``topk`` of FIRST_WIDTH columns is tried before that counting pass: if each row's kept
 prefix ends inside it, that is the exact answer and the pass over the vocabulary is skipped.
 Ties (equal scaled logits at a filter boundary) may be ordered differently than SGLang's sort; any order is valid.
+Cost on CPU (``candidates``, what the sampler calls): the full-vocabulary work (the division by T, the softmax,
+the ``topk``) runs in row chunks whose ``[rows, V]`` temporaries stay cache-sized -- one fp32 [64, 151,936] buffer
+is 39 MB, above glibc's mmap threshold, so it was mapped and page-faulted afresh at every step -- and T = 1 rows
+are not divided at all (``x / 1`` is ``x``). A wide ``topk`` (no filter: C + 1 = 1025 columns) selects exactly
+through a threshold (``_wide_topk``): the k-th best of a strided sample bounds the row, the few columns at or above
+it are compacted and sorted; a row with fewer than k such columns takes the plain ``topk``.
 """
 from __future__ import annotations
 
@@ -38,7 +44,63 @@ NO_TOP_K = torch.iinfo(torch.int64).max  # our own "no top-k" for callers withou
 
 def scale_logits(logits: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
     """``logits / T`` rounded to the logits dtype, bit-equal to SGLang's in-place ``logits.div_(T)``."""
-    return logits.div(temperatures.reshape(-1, 1).to(torch.float32)).to(logits.dtype)
+    temps = temperatures.reshape(-1, 1).to(torch.float32)
+    if logits.device.type == "cpu" and bool((temps == 1).all()):
+        return logits   # x / 1 == x exactly; skips a full pass and a [R, V] buffer (a host read: CPU only)
+    return logits.div(temps).to(logits.dtype)
+
+
+# Elements of one row chunk of the full-vocabulary work (see the module docstring). CUDA: no chunking.
+_VOCAB_CHUNK_ELEMS = {"cpu": 1 << 21}
+
+
+def candidates(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
+               min_ps: torch.Tensor, cap: int) -> Candidates:
+    """``filter_candidates(scale_logits(logits, T), ...)``, in cache-sized row chunks on CPU (same result)."""
+    r, v = logits.shape
+    budget = _VOCAB_CHUNK_ELEMS.get(logits.device.type)
+    step = r if budget is None else max(1, budget // max(1, v))
+    temps = temperatures.reshape(-1)
+    top_ks, top_ps, min_ps = top_ks.reshape(-1), top_ps.reshape(-1), min_ps.reshape(-1)
+    if r <= step:
+        return filter_candidates(scale_logits(logits, temps), top_ks, top_ps, min_ps, cap)
+    parts = [filter_candidates(scale_logits(logits[lo:lo + step], temps[lo:lo + step]), top_ks[lo:lo + step],
+                               top_ps[lo:lo + step], min_ps[lo:lo + step], cap) for lo in range(0, r, step)]
+    k = max(c.ids.shape[1] for c in parts)
+    pad = lambda t, value: torch.nn.functional.pad(t, (0, k - t.shape[1]), value=value)   # noqa: E731
+    return Candidates(ids=torch.cat([pad(c.ids, 0) for c in parts]),
+                      scaled=torch.cat([pad(c.scaled, float("-inf")) for c in parts]),
+                      counts=torch.cat([c.counts for c in parts]), truncated=torch.cat([c.truncated for c in parts]))
+
+
+# A topk this wide (or wider) selects through a threshold on CPU; the sample takes every WIDE_STRIDE-th column
+# and its k_s-th best value, k_s = k / WIDE_STRIDE * WIDE_MARGIN, leaves ~WIDE_MARGIN * k columns at or above it.
+WIDE_TOPK = 256
+WIDE_STRIDE = 16
+WIDE_MARGIN = 1.5
+
+
+def _wide_topk(x: torch.Tensor, k: int):
+    """``torch.topk(x, k, sorted=True)`` by value for a wide k on CPU, exactly: every column at or above the
+    threshold is kept, so the k best are among them (ties at the k-th value may pick other ids of equal value)."""
+    r, v = x.shape
+    if x.device.type != "cpu" or k < WIDE_TOPK or v < 8 * k:
+        return torch.topk(x, k, dim=-1, sorted=True)
+    sample = x[:, ::WIDE_STRIDE]
+    ks = min(sample.shape[1], -(-k * WIDE_MARGIN // WIDE_STRIDE))
+    t = torch.topk(sample, int(ks), dim=-1, sorted=False).values.amin(dim=1, keepdim=True)
+    rows, cols = (x >= t).nonzero(as_tuple=True)   # a NaN is never kept (topk ranks it first; its row is NaN)
+    count = torch.bincount(rows, minlength=r)
+    if r == 0 or bool((count < k).any()):
+        return torch.topk(x, k, dim=-1, sorted=True)
+    w = int(count.max())
+    pos = torch.arange(rows.numel(), device=x.device) - (count.cumsum(0) - count).index_select(0, rows)
+    vals = torch.full((r, w), float("-inf"), dtype=x.dtype, device=x.device)
+    ids = torch.zeros((r, w), dtype=torch.int64, device=x.device)
+    vals[rows, pos] = x[rows, cols]
+    ids[rows, pos] = cols
+    top, at = torch.topk(vals, k, dim=-1, sorted=True)
+    return top, ids.gather(1, at)
 
 
 def _topk_width(probs: torch.Tensor, top_ks: torch.Tensor, min_ps: torch.Tensor, cap: int) -> int:
@@ -51,7 +113,7 @@ def _topk_width(probs: torch.Tensor, top_ks: torch.Tensor, min_ps: torch.Tensor,
     with_min_p = min_ps.reshape(-1) > 0
     if bool(with_min_p.any()):
         p_max = probs.max(dim=1, keepdim=True).values
-        kept = (probs >= p_max * min_ps).sum(dim=1)       # the filter's own min-p comparison, on the same probs
+        kept = torch.count_nonzero(probs >= p_max * min_ps, dim=1)   # the filter's min-p comparison, same probs
         bound = torch.where(with_min_p, torch.minimum(bound, kept), bound)
     return int(min(cap + 1, v, int(bound.max()) + 1))
 
@@ -93,7 +155,7 @@ def filter_candidates(scaled: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.
     filtered = (min_ps > 0) | (top_ps < 1) | (top_ks < width)
     wanted = None
     def sorted_prefix(w: int):
-        top_scaled, top_ids = torch.topk(scaled, w, dim=-1, sorted=True)
+        top_scaled, top_ids = _wide_topk(scaled, w)
         return top_scaled, top_ids, _keep_prefix(probs.gather(1, top_ids), top_ks, top_ps, min_ps)
 
     if r and width < min(cap + 1, v) and bool(filtered.all()):

@@ -29,7 +29,7 @@ import torch
 
 from esamp_kernels import ops
 
-from .filters import filter_candidates, scale_logits
+from .filters import candidates
 from .seeded_noise import SeededRows
 from .vocab_shard import VocabShard, sharded_candidate_logits
 
@@ -81,8 +81,7 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
     if greedy_mode == "apply":
         top_ks = torch.where(greedy, torch.full_like(top_ks, logits.shape[1]), top_ks)
 
-    cands = filter_candidates(scale_logits(logits, temps), top_ks, top_ps.reshape(-1), min_ps.reshape(-1),
-                              candidate_cap)
+    cands = candidates(logits, temps, top_ks, top_ps, min_ps, candidate_cap)
     k = cands.ids.shape[1]
     t1 = time.perf_counter()
     new = cands.scaled

@@ -14,7 +14,10 @@ So are requests that need only ESamp's own sampler with beta 0 (a ``sampling_see
 ``return_tokens``, with ESamp disabled or beta 0): their rows are drawn by the ESamp rule without reweighting.
 Seeded members get a sibling index (``stream``) in their order of arrival among the live members of the same group
 (or, without a group, of the same seed and prompt): the n siblings of one seeded request draw different noise, and
-the same request sent again, once the first has ended, draws the same.
+the same request sent again, once the first has ended, draws the same. Arrival is the scheduler's queueing of the
+request (``hooks.before_add_request_to_queue`` parses it there), which follows the order SGLang sends the n copies
+in, so sibling i of the response draws stream i; the first forward would be too late, since the queue policy
+and retraction may schedule siblings in another order from run to run.
 A request with ``max_new_tokens == 0`` is no member: SGLang sends one such copy of an ``n > 1`` request first to
 cache the shared prefix, and it carries the group stamp of the n siblings -- counted, it would be an (n+1)-th
 member and could let the group free its slot before its last sibling joined.

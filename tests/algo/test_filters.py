@@ -150,3 +150,58 @@ def test_all_filtered_batch_first_try_equals_sglang(monkeypatch, wide_row):
     assert bool(calls) == wide_row                       # the counting pass ran only when the first try was short
     assert (int(got.counts.max()) > filters.FIRST_WIDTH) == wide_row
     assert (got.counts > 1).sum() >= 3
+
+
+def _same_topk(got, want, x):
+    """Values equal, and each id carries its value (ties at the k-th value may pick other ids of equal value)."""
+    assert torch.equal(got[0], want[0])
+    assert torch.equal(x.gather(1, got[1]), got[0])
+    assert all(len(set(row.tolist())) == row.numel() for row in got[1])   # no id twice
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_wide_topk_is_exactly_topk(dtype):
+    """The threshold selection of a wide topk (no filter: C + 1 columns) against torch.topk, with the rows that
+    must fall back: too few columns above the sampled threshold, a mostly masked vocabulary, a NaN."""
+    from sglang_esamp.algo.filters import _wide_topk
+
+    g = torch.Generator().manual_seed(3)
+    r, v, k = 9, 20000, 1025
+    x = (torch.randn(r, v, generator=g) * torch.linspace(0.5, 8.0, r).unsqueeze(1)).to(dtype)
+    _same_topk(_wide_topk(x, k), torch.topk(x, k, dim=-1), x)
+    y = x.clone()
+    y[1, ::16] = -1e4            # the strided sample sees only low values: the threshold keeps everything
+    y[2, 1500:] = float("-inf")  # a masked vocabulary: 1500 finite columns
+    _same_topk(_wide_topk(y, k), torch.topk(y, k, dim=-1), y)
+    z = x.clone()
+    z[4, 7] = float("nan")       # a broken row (its softmax is all NaN) must not disturb the others
+    got, want = _wide_topk(z, k), torch.topk(z, k, dim=-1)
+    keep = torch.arange(r) != 4
+    _same_topk((got[0][keep], got[1][keep]), (want[0][keep], want[1][keep]), z[keep])
+    lo = torch.zeros(2, v)
+    lo[:, :k - 10] = 1.0         # fewer than k columns above the rest: ties fill the tail
+    _same_topk(_wide_topk(lo, k), torch.topk(lo, k, dim=-1), lo)
+
+
+@pytest.mark.parametrize("temps_one", [True, False])
+def test_chunked_candidates_equal_one_pass(monkeypatch, temps_one):
+    """Row chunks (cache-sized on CPU) give exactly the one-pass result, mixed filters and widths included."""
+    from sglang_esamp.algo import filters
+
+    g = torch.Generator().manual_seed(11)
+    r, v = 10, 30000
+    logits = torch.randn(r, v, generator=g) * torch.linspace(1.0, 6.0, r).unsqueeze(1)
+    temps = torch.ones(r) if temps_one else torch.linspace(0.5, 1.5, r)
+    top_ks = torch.tensor([TOP_K_ALL, 5, TOP_K_ALL, 40, TOP_K_ALL, TOP_K_ALL, 3, TOP_K_ALL, 17, TOP_K_ALL])
+    top_ps = torch.tensor([1.0, 1.0, 0.9, 0.5, 1.0, 1.0, 0.3, 0.95, 0.8, 1.0])
+    min_ps = torch.tensor([0.0, 0.0, 0.0, 0.05, 0.1, 0.0, 0.2, 0.0, 0.02, 0.0])
+    whole = filter_candidates(scale_logits(logits, temps), top_ks, top_ps, min_ps, cap=1024)
+    assert int(whole.counts.max()) == 1024 and whole.truncated.any()   # the no-filter rows took the wide topk
+    monkeypatch.setattr(filters, "_VOCAB_CHUNK_ELEMS", {"cpu": 3 * v})  # 3 rows per chunk, widths differ by chunk
+    chunked = filters.candidates(logits, temps, top_ks, top_ps, min_ps, cap=1024)
+    for name in ("scaled", "counts", "truncated"):
+        assert torch.equal(getattr(chunked, name), getattr(whole, name)), name
+    valid = torch.arange(whole.ids.shape[1]).unsqueeze(0) < whole.counts.unsqueeze(1)   # ids past a count: padding
+    assert torch.equal(chunked.ids[valid], whole.ids[valid])
+    if temps_one:
+        assert scale_logits(logits, temps) is logits   # T = 1: no division, no copy

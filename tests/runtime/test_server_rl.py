@@ -59,7 +59,8 @@ def test_seeded_esamp_requests_are_reproducible_and_siblings_differ(server):
     first = generate(base, sp=sp)
     assert reproduces(base, sp, first)                       # same seed -> the same tokens, sibling for sibling
     assert len(set(ids(first))) == 3                         # the n siblings of one seeded request differ
-    assert sorted(o["meta_info"]["esamp"]["seed_stream"] for o in first) == [0, 1, 2]
+    # output i is sibling i: streams follow the order SGLang sent the copies in, not the order they were scheduled
+    assert [o["meta_info"]["esamp"]["seed_stream"] for o in first] == [0, 1, 2]
     assert all(o["meta_info"]["esamp"]["steps"] > 0 for o in first)   # ESamp was on: the distiller trained
     other = generate(base, sp={**sp, "sampling_seed": 99})
     assert ids(other) != ids(first)
