@@ -8,7 +8,9 @@ Arms, alternating round by round (the order rotates) so machine noise hits all o
 Default workload: Qwen2.5-Coder-0.5B-Instruct (``bash ci/setup_env.sh --bench``), 8 prompts x n=8, 128 new tokens,
 ignore_eos, min-p 0.05, one forward thread. ``--quick``: SmolLM2, 4 prompts x n=4, 64 tokens (under 3 minutes).
 ``--no-filter`` drops min-p (the candidate cap then bounds the work), ``--serial`` runs the distiller update inline
-(``--esamp-update-mode serial``, the diagnostic baseline), ``--threads`` sets the forward's thread count.
+(``--esamp-update-mode serial``, the diagnostic baseline), ``--compare-serial`` adds a second ESamp server with the
+update inline and its arm ``on_serial`` (async vs serial side by side, in the same rounds), ``--threads`` sets the
+forward's thread count.
 Both servers run with ``--sleep-on-idle`` (our CPU default) so the idle one does not steal a core.
 
 Prints and saves (``--output FILE.json`` plus ``FILE.png``): tokens/s per arm and round, the on/off and off/stock
@@ -50,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="forward threads per server (OMP_NUM_THREADS)")
     p.add_argument("--serial", action="store_true", help="run the distiller update inline (update mode serial)")
+    p.add_argument("--compare-serial", action="store_true",
+                   help="add an on_serial arm: a second ESamp server whose update runs inline")
     p.add_argument("--no-stock", action="store_true", help="skip the stock-SGLang arm")
     p.add_argument("--quick", action="store_true", help="SmolLM2, 4 prompts x n=4, 64 tokens")
     p.add_argument("--output", default=None, help="JSON path (a PNG is written beside it)")
@@ -63,6 +67,8 @@ def parse_args(argv=None):
         p.error(f"--prompts must be in [1, {len(PROMPTS)}]")
     if a.rounds < 1:
         p.error("--rounds must be >= 1")
+    if a.compare_serial and a.serial:
+        p.error("--compare-serial already runs a serial arm beside the async one; drop --serial")
     return a
 
 
@@ -110,12 +116,17 @@ def run(a) -> dict:
     with ExitStack() as stack:
         print(f"[bench] starting servers ({a.model}); logs in {logs}", flush=True)
         bases = {"esamp": stack.enter_context(local_server(server_args, logs / "esamp.log", env))}
+        if a.compare_serial:
+            serial_args = server_args[:-1] + ["serial"]
+            bases["esamp_serial"] = stack.enter_context(local_server(serial_args, logs / "esamp_serial.log", env))
         if not a.no_stock:
             bases["stock"] = stack.enter_context(local_server(server_args, logs / "stock.log",
                                                               dict(env, SGLANG_ESAMP="0")))
         targets = {"on": (bases["esamp"], arms["on"]), "off": (bases["esamp"], arms["off"])}
         if "stock" in bases:
             targets["stock"] = (bases["stock"], arms["off"])
+        if "esamp_serial" in bases:
+            targets["on_serial"] = (bases["esamp_serial"], arms["on"])
         for base, p in targets.values():   # warm-up every path once
             _generate(base, texts, dict(p, max_new_tokens=4))
         before = _esamp_counters(bases["esamp"])
@@ -132,6 +143,8 @@ def run(a) -> dict:
             rec["ratio_on_off"] = rec["on"]["tok_s"] / rec["off"]["tok_s"]
             if "stock" in rec:
                 rec["ratio_off_stock"] = rec["off"]["tok_s"] / rec["stock"]["tok_s"]
+            if "on_serial" in rec:
+                rec["ratio_async_serial"] = rec["on"]["tok_s"] / rec["on_serial"]["tok_s"]
             rounds.append(rec)
             print("[bench] round {}: ".format(r) + ", ".join(f"{k} {rec[k]['tok_s']:.1f} tok/s" for k in names) +
                   f", on/off {rec['ratio_on_off']:.3f}", flush=True)
@@ -144,6 +157,7 @@ def run(a) -> dict:
         "tok_s": {arm: _spread([x[arm]["tok_s"] for x in rounds]) for arm in names},
         "ratio_on_off": _spread([x["ratio_on_off"] for x in rounds]),
         "ratio_off_stock": _spread([x["ratio_off_stock"] for x in rounds]) if "stock" in names else None,
+        "ratio_async_serial": _spread([x["ratio_async_serial"] for x in rounds]) if "on_serial" in names else None,
         "phase_ms_per_step": {ph: 1e3 * work.get(f"time_{ph}_s", 0.0) / steps for ph in PHASES},
         "work": {k: work.get(k, 0) for k in ("esamp_steps", "updates", "rows_trained", "candidate_rows_reweighted",
                                             "finite_losses", "nonfinite_losses", "tap_misses",
@@ -168,6 +182,9 @@ def report(result: dict, output: Path) -> None:
         s = r["ratio_off_stock"]
         print(f"off/stock ratio (cost of the installed plugin): median {s['median']:.3f} "
               f"(min {s['min']:.3f}, max {s['max']:.3f})")
+    if r.get("ratio_async_serial"):
+        s = r["ratio_async_serial"]
+        print(f"on (async) / on_serial: median {s['median']:.3f} (min {s['min']:.3f}, max {s['max']:.3f})")
     print("ESamp ms per decode step: " + ", ".join(f"{k} {v:.2f}" for k, v in r["phase_ms_per_step"].items()))
     print(f"work: {r['work']}; candidates/row {r['candidates_per_row_mean']}")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +216,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a killed run still stops its servers
     result = run(a)
     default = f"benchmarks/results/bench_throughput_{'quick' if a.quick else a.model}" + \
-              ("_nofilter" if a.no_filter else "") + ("_serial" if a.serial else "") + ".json"
+              ("_nofilter" if a.no_filter else "") + ("_serial" if a.serial else "") + \
+              ("_vs_serial" if a.compare_serial else "") + ".json"
     report(result, Path(a.output or default))
     w = result["work"]
     if w["updates"] == 0 or w["candidate_rows_reweighted"] == 0:

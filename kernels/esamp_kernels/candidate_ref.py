@@ -29,15 +29,22 @@ def candidate_distiller_logits_ref(h_hat: torch.Tensor, cand_ids: torch.Tensor, 
     """dist [R, C] = W[cand_ids] . h_hat (+ b), fp32."""
     r, c = cand_ids.shape
     budget = _GATHER_CHUNK_ELEMS.get(h_hat.device.type, _GATHER_CHUNK_ELEMS["cpu"])
-    rows_per_chunk = max(1, budget // max(1, c * lm_head_weight.shape[1]))
-    parts = []
+    hdim = lm_head_weight.shape[1]
+    rows_per_chunk = max(1, min(r, budget // max(1, c * hdim)))
+    dist = torch.empty((r, c), dtype=torch.float32, device=h_hat.device)
+    # one gather buffer and one fp32 buffer for all chunks: a fresh multi-MB buffer per chunk is page-faulted anew
+    # (measured 0.22 ms against 0.06 ms to convert 1024 x 896 bf16 rows into a reused buffer)
+    rows_buf = torch.empty((rows_per_chunk * c, hdim), dtype=lm_head_weight.dtype, device=h_hat.device)
+    w32 = rows_buf if lm_head_weight.dtype == torch.float32 else torch.empty_like(rows_buf, dtype=torch.float32)
+    h32 = h_hat.float()
     for lo in range(0, r, rows_per_chunk):
         ids = cand_ids[lo:lo + rows_per_chunk]
-        w = lm_head_weight.index_select(0, ids.reshape(-1)).view(*ids.shape, -1).float()  # [r', C, H]
-        parts.append(torch.bmm(w, h_hat[lo:lo + rows_per_chunk].float().unsqueeze(-1)).squeeze(-1))
-    if not parts:  # R == 0
-        parts = [torch.empty((0, c), dtype=torch.float32, device=h_hat.device)]
-    dist = parts[0] if len(parts) == 1 else torch.cat(parts)
+        n = ids.numel()
+        torch.index_select(lm_head_weight, 0, ids.reshape(-1), out=rows_buf[:n])
+        if w32 is not rows_buf:
+            w32[:n].copy_(rows_buf[:n])
+        torch.bmm(w32[:n].view(*ids.shape, hdim), h32[lo:lo + rows_per_chunk].unsqueeze(-1),
+                  out=dist[lo:lo + rows_per_chunk].unsqueeze(-1))
     if lm_head_bias is not None:
         dist = dist + lm_head_bias.float().index_select(0, cand_ids.reshape(-1)).view(cand_ids.shape)
     return dist
