@@ -7,7 +7,7 @@ one synchronisation point. At most one update is in flight: ``submit`` joins the
 
 * ``SerialUpdateRunner``: the update runs inside ``submit`` (the diagnostic baseline, ``--esamp-update-mode
   serial``).
-* ``ThreadUpdateRunner`` (``async``; the default on CUDA, ``auto``): one persistent worker thread runs the update while the
+* ``ThreadUpdateRunner`` (``async``; the default through ``auto`` on CUDA, and on CPU with a core to spare): one persistent worker thread runs the update while the
   scheduler finishes the step (output processing, scheduling, the next forward). On CPU the worker uses the
   process's intra-op thread setting (torch's thread count is process-wide; with ``OMP_NUM_THREADS=1`` the forward
   and the update each take one core). On CUDA the worker issues the update on its own side stream after an event
@@ -18,6 +18,7 @@ An exception in the update is re-raised by the next ``join`` (the caller decides
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable, Optional
 
@@ -111,12 +112,23 @@ class ThreadUpdateRunner:
 
 
 def resolve_mode(mode: str, device: torch.device) -> str:
-    """``auto`` = async on CUDA (the update gets its own stream), serial on CPU: there the worker thread competes
-    with the forward for the same cores and the GIL, and on the 2-core machines measured (docs/performance.md)
-    async cost more than the inline update (SmolLM2 --quick on/off 0.947 async vs 1.009 serial)."""
-    if mode == "auto":
-        return "async" if torch.device(device).type == "cuda" else "serial"
-    return mode
+    """``auto`` = async on CUDA (the update gets its own stream); on CPU async when a core is left beside the
+    forward's intra-op threads for the worker, serial when the forward already takes every core (the worker would
+    compete with it for the cores and the GIL). Measured on the 2-core machines, one forward thread
+    (docs/performance.md): SmolLM2 --quick async / serial side by side 1.15 (median of 3 rounds, 0.95-1.24); on a
+    shared machine with the other core busy, async lost (on/off 0.947 against 1.009 serial)."""
+    if mode != "auto":
+        return mode
+    if torch.device(device).type == "cuda":
+        return "async"
+    return "async" if _cores() > torch.get_num_threads() else "serial"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def make_update_runner(mode: str, device: torch.device):

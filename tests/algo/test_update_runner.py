@@ -76,9 +76,15 @@ def test_serial_runner_runs_inline():
     assert r.last_result == 3
 
 
-def test_auto_mode_is_async_on_cuda_and_serial_on_cpu():
+def test_auto_mode_is_async_on_cuda_and_on_cpu_only_with_a_core_to_spare(monkeypatch):
+    from sglang_esamp.algo import update_runner
     from sglang_esamp.algo.update_runner import resolve_mode
 
     assert resolve_mode("auto", torch.device("cuda")) == "async"
-    assert resolve_mode("auto", torch.device("cpu")) == "serial"
+    monkeypatch.setattr(update_runner, "_cores", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert resolve_mode("auto", torch.device("cpu")) == "async"     # one forward thread, a core for the worker
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert resolve_mode("auto", torch.device("cpu")) == "serial"    # the forward takes every core
     assert resolve_mode("async", torch.device("cpu")) == "async"
+    assert resolve_mode("serial", torch.device("cuda")) == "serial"
