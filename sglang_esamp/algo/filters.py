@@ -84,14 +84,14 @@ def _wide_topk(x: torch.Tensor, k: int):
     """``torch.topk(x, k, sorted=True)`` by value for a wide k on CPU, exactly: every column at or above the
     threshold is kept, so the k best are among them (ties at the k-th value may pick other ids of equal value)."""
     r, v = x.shape
-    if x.device.type != "cpu" or k < WIDE_TOPK or v < 8 * k:
+    if x.device.type != "cpu" or r == 0 or k < WIDE_TOPK or v < 8 * k:
         return torch.topk(x, k, dim=-1, sorted=True)
     sample = x[:, ::WIDE_STRIDE]
     ks = min(sample.shape[1], -(-k * WIDE_MARGIN // WIDE_STRIDE))
     t = torch.topk(sample, int(ks), dim=-1, sorted=False).values.amin(dim=1, keepdim=True)
     rows, cols = (x >= t).nonzero(as_tuple=True)   # a NaN is never kept (topk ranks it first; its row is NaN)
     count = torch.bincount(rows, minlength=r)
-    if r == 0 or bool((count < k).any()):
+    if bool((count < k).any()):
         return torch.topk(x, k, dim=-1, sorted=True)
     w = int(count.max())
     pos = torch.arange(rows.numel(), device=x.device) - (count.cumsum(0) - count).index_select(0, rows)

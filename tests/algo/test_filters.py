@@ -162,7 +162,8 @@ def _same_topk(got, want, x):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_wide_topk_is_exactly_topk(dtype):
     """The threshold selection of a wide topk (no filter: C + 1 columns) against torch.topk, with the rows that
-    must fall back: too few columns above the sampled threshold, a mostly masked vocabulary, a NaN."""
+    must fall back (too few columns above the sampled threshold, a mostly masked vocabulary) and a NaN row that
+    must not disturb the others."""
     from sglang_esamp.algo.filters import _wide_topk
 
     g = torch.Generator().manual_seed(3)
