@@ -32,6 +32,8 @@ def candidate_distiller_logits_ref(h_hat: torch.Tensor, cand_ids: torch.Tensor, 
     hdim = lm_head_weight.shape[1]
     rows_per_chunk = max(1, min(r, budget // max(1, c * hdim)))
     dist = torch.empty((r, c), dtype=torch.float32, device=h_hat.device)
+    if r == 0 or c == 0:   # nothing to gather: skip the chunk buffers
+        return dist
     # one gather buffer and one fp32 buffer for all chunks: a fresh multi-MB buffer per chunk is page-faulted anew
     # (measured 0.22 ms against 0.06 ms to convert 1024 x 896 bf16 rows into a reused buffer)
     rows_buf = torch.empty((rows_per_chunk * c, hdim), dtype=lm_head_weight.dtype, device=h_hat.device)

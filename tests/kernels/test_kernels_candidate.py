@@ -108,3 +108,12 @@ def test_unsupported_reasons():
     assert "shape" in unsupported_reason(*args(lm_head_weight=torch.randn(50, 9)))
     assert "R entries" in unsupported_reason(*args(beta=torch.zeros(3)))
     assert "empty" in unsupported_reason(*args(cand_ids=inp["cand_ids"][:, :0], cand_scaled=inp["cand_scaled"][:, :0]))
+
+
+@pytest.mark.parametrize("rows,cands", [(0, 8), (3, 0), (0, 0)])
+def test_reference_with_no_rows_or_no_candidates_returns_the_empty_shape(rows, cands):
+    weight, bias = torch.randn(50, 16), torch.randn(50)
+    out = candidate_novelty_logits_ref(torch.randn(rows, 16), torch.zeros(rows, cands, dtype=torch.long),
+                                       torch.zeros(rows, dtype=torch.long), torch.zeros(rows, cands), weight, bias,
+                                       torch.full((rows,), 0.25), torch.full((rows,), 0.25))
+    assert out.shape == (rows, cands) and out.dtype == torch.float32
