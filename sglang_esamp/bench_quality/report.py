@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -49,6 +50,33 @@ def _fmt(fig: Optional[dict], digits: int = 3, pct: bool = False) -> str:
     if fig.get("se") is not None:
         s += f" ± {fig['se'] * scale:.{digits}f}"
     return s
+
+
+def _frontier_lines(t: dict, correct: bool) -> list:
+    fr = t.get("frontier") or {}
+    gaps, sweep = fr.get("gaps") or {}, fr.get("sweep") or []
+    if not gaps:
+        return []
+    keys = list(next(iter(gaps.values())).keys())
+    lines = ["", f"Above the temperature line ({', '.join(f'`{s}`' for s in sweep)}) at the method's own quality: "
+             "diversity − the line's value there (mean ± paired bootstrap SE; [x] = the method's quality, pass@1 "
+             "or perplexity; – = outside the sweep's range, not extrapolated; (in q%) = share of resamples that "
+             "fell inside it when under 100 %):", "",
+             "| method | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for name, per in gaps.items():
+        cells = []
+        for k in keys:
+            g = per.get(k)
+            if not g or g.get("gap") is None:
+                cells.append("–")
+                continue
+            x = math.exp(g["x"]) if k.endswith("vs nll") else g["x"]
+            cell = _fmt({"mean": g["gap"], "se": g["se"]}) + f" [{x:.3g}]"
+            if g.get("inside") is not None and g["inside"] < 0.995:
+                cell += f" (in {100 * g['inside']:.0f}%)"
+            cells.append(cell)
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(doc: dict) -> str:
@@ -100,6 +128,7 @@ def markdown(doc: dict) -> str:
                     cells.append(f"{_fmt(x)} ({x['wins']}/{x['losses']})" if x and x.get("mean") is not None
                                  else "–")
                 lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        lines += _frontier_lines(t, correct)
         lines.append("")
     if doc.get("skipped_methods"):
         lines += ["Skipped methods:", ""] + [f"- `{k}`: {v}" for k, v in doc["skipped_methods"].items()] + [""]

@@ -9,7 +9,8 @@ ESamp rows with more than one candidate (server, ``meta_info.esamp.multi_candida
 completion positions where the model's 2nd token is within 10x of its 1st (client side, from the perplexity
 call: where min-p 0.1 at T=1 keeps more than one candidate; comparable across all methods), ESamp group stats
 (steps, mean_novelty, last_loss, bank-full fallbacks), tokens/s of the blocks that generated the samples, and
-the server counter deltas over those blocks.
+the server counter deltas over those blocks. Per task, ``frontier``: each other method's distance above the
+temperature sweep's line at its own quality (``frontier.py``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from . import metrics as M
 from .cache import SampleCache, settings_hash
+from .frontier import axis_pairs, frontier_gaps
 from .methods import Method
 from .tasks import Problem, Task
 
@@ -125,6 +127,10 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
                 task_out["methods"][name]["vs_baseline"] = {
                     k: M.paired_diff(cols[k], per_method[base][k], idx)
                     for k in cols if k in per_method[base] and (k in MAIN_METRICS or k == f"pass@{n}")}
+        sweep = [m.name for m in sorted(methods, key=lambda m: m.sort_key())
+                 if m.is_temperature_sweep and m.name in per_method]
+        task_out["frontier"] = {"sweep": sweep, "gaps": frontier_gaps(
+            per_method, sweep, axis_pairs(task.has_correctness, n), idx)}
         task_out["samples"] = samples
         out[task.name] = task_out
     return out

@@ -14,7 +14,8 @@ import pytest
 
 from tests.server_utils import running_server
 
-PLAIN, SHARPEN, ESAMP = "t1.0", "sharpen_b0.25", "esamp_b0.25_warm"
+PLAIN, COLD, SHARPEN, ESAMP = "t1.0", "t0.8", "sharpen_b0.25", "esamp_b0.25_warm"
+METHODS = (PLAIN, COLD, SHARPEN, ESAMP)
 TASKS = ("humaneval", "gsm8k", "open")
 
 
@@ -71,7 +72,7 @@ def bench(tmp_path_factory):
     with running_server(["--esamp-bank-slots", "4", "--log-level", "warning", "--esamp-warm-start", "shipped"],
                         d / "server.log") as (base, _proc):
         argv = ["--base-url", base, "--tasks", ",".join(TASKS), "--limit", "2", "--n", "2",
-                "--methods", ",".join((PLAIN, SHARPEN, ESAMP)), "--max-tokens", "8", "--concurrency", "2",
+                "--methods", ",".join(METHODS), "--max-tokens", "8", "--concurrency", "2",
                 "--output", str(out), "--no-progress", "--bootstrap", "200"]
         t0 = time.time()
         rc = main(argv)
@@ -80,8 +81,12 @@ def bench(tmp_path_factory):
         blocks = (out / "blocks.jsonl").read_text()
         rc_again = main(argv + ["--no-embeddings", "--no-plots"])        # everything is cached now
         blocks_again = (out / "blocks.jsonl").read_text()
+    report_argv = ["--report-only" if a == "--base-url" else a for a in argv if a != base]
+    rc_report = main(report_argv + ["--no-embeddings", "--no-plots"])    # no server: the report from the cache
+    report = json.loads((out / "results.json").read_text())
     print(f"bench_quality first run: {first_s:.0f} s")
-    return {"rc": rc, "rc_again": rc_again, "doc": doc, "out": out, "blocks": blocks, "blocks_again": blocks_again}
+    return {"rc": rc, "rc_again": rc_again, "doc": doc, "out": out, "blocks": blocks, "blocks_again": blocks_again,
+            "rc_report": rc_report, "report": report}
 
 
 @pytest.mark.slow
@@ -96,10 +101,10 @@ def test_run_writes_the_schema_and_every_sample(bench):
     for name in ("results.json", "results.md", "pass_at_k.png", "frontier.png"):
         assert (out / name).stat().st_size > 0, name
     assert not list((out / "samples").glob("*/*.jsonl"))          # packed: only .jsonl.gz remain
-    assert len(list((out / "samples").glob("*/*.jsonl.gz"))) == len(TASKS) * 3
+    assert len(list((out / "samples").glob("*/*.jsonl.gz"))) == len(TASKS) * len(METHODS)
     assert set(doc["tasks"]) == set(TASKS)
     for task, t in doc["tasks"].items():
-        assert set(t["methods"]) == {PLAIN, SHARPEN, ESAMP} and t["baseline"] == PLAIN
+        assert set(t["methods"]) == set(METHODS) and t["baseline"] == PLAIN
         for name, m in t["methods"].items():
             assert m["complete_problems"] == 2 and m["missing_problems"] == 0
             f = m["figures"]
@@ -114,12 +119,13 @@ def test_run_writes_the_schema_and_every_sample(bench):
             if name != PLAIN:
                 assert "vs_baseline" in m and "nll" in m["vs_baseline"]
     samples = doc["samples"]
-    assert len(samples) == len(TASKS) * 3 * 2 * 2
+    assert len(samples) == len(TASKS) * len(METHODS) * 2 * 2
     for s in samples:
         assert isinstance(s["text"], str) and s["completion_tokens"] >= 1 and "correct" in s["score"]
         assert (s["score"]["correct"] is None) == (s["task"] == "open")
     md = (out / "results.md").read_text()
-    assert all(f"`{m}`" in md for m in (PLAIN, SHARPEN, ESAMP))
+    assert all(f"`{m}`" in md for m in METHODS)
+    assert "Above the temperature line" in md
 
 
 @pytest.mark.slow
@@ -139,7 +145,7 @@ def test_counters_show_esamp_work_only_in_esamp_arms(bench):
     by_method = {}
     for s in doc["samples"]:
         by_method.setdefault(s["method"], []).append(s)
-    assert all(s["esamp"] is None for s in by_method[PLAIN])
+    assert all(s["esamp"] is None for s in by_method[PLAIN] + by_method[COLD])
     for s in by_method[ESAMP]:
         e = s["esamp"]
         assert e and e["steps"] > 0 and not e.get("fallback") and e.get("init", "warm") == "warm"
@@ -162,3 +168,30 @@ def test_counters_show_esamp_work_only_in_esamp_arms(bench):
 def test_a_second_run_is_served_from_the_cache(bench):
     assert bench["rc_again"] == 0
     assert bench["blocks_again"] == bench["blocks"]          # no request was sent again
+
+
+@pytest.mark.slow
+def test_frontier_gaps_place_the_other_methods_against_the_temperature_line(bench):
+    for task, t in bench["doc"]["tasks"].items():
+        fr = t["frontier"]
+        assert fr["sweep"] == [COLD, PLAIN], task
+        assert set(fr["gaps"]) == {SHARPEN, ESAMP}, task
+        pairs = {"vendi vs nll", "distinct2 vs nll"} | (set() if task == "open" else
+                                                        {"vendi vs pass@1", "distinct2 vs pass@1", "pass@2 vs pass@1"})
+        for name, per in fr["gaps"].items():
+            assert set(per) == pairs, (task, name)
+            for g in per.values():
+                assert g is None or (0.0 <= g["inside"] <= 1.0 and g["problems"] <= 2), g
+                if g and g["gap"] is not None:      # inside the sweep: the gap is read off the line there
+                    assert math.isfinite(g["gap"]) and math.isfinite(g["line"])
+
+
+@pytest.mark.slow
+def test_a_report_only_rebuild_keeps_the_generation_command(bench):
+    assert bench["rc_report"] == 0
+    doc, report = bench["doc"], bench["report"]
+    assert doc["generation_command"] == doc["command"] and "--base-url" in doc["command"]
+    # the rebuild follows the cached rerun: its generation command is that run's, not the rebuild's
+    assert "--report-only" in report["command"] and "--report-only" not in report["generation_command"]
+    assert "--base-url" in report["generation_command"]
+    assert [s["text"] for s in report["samples"]] == [s["text"] for s in doc["samples"]]

@@ -1,0 +1,93 @@
+"""How far a method lies above the plain-temperature frontier, at its own quality, with a paired bootstrap SE.
+
+The temperature sweep (methods ``t{T}``, no filter) traces the baseline trade-off between quality and diversity.
+For another method M at quality x_M, the frontier's diversity there is the sweep's piecewise-linear line through
+its points sorted by x, read at x_M; the gap is ``y_M - line(x_M)`` (> 0: more diverse than plain sampling at the
+same quality). Quality axes: ``nll`` (mean NLL per token = log perplexity, lower is better) for every task and
+``pass@1`` for correctness tasks; diversity axes: Vendi, distinct-2 and, for correctness tasks, pass@n.
+
+The SE resamples problems with the same indices for every method (as the paired differences do): each replicate
+re-draws the whole line and the method's point, so the line's own noise is in the SE. A method whose quality lies
+outside the sweep's range has no gap (the line is not extrapolated); ``inside`` is the share of replicates where
+it lies inside, so a gap read off near the end of the sweep shows how often it fell outside.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+def axis_pairs(correctness: bool, n: int) -> List[Tuple[str, str]]:
+    """(quality key, diversity key) pairs the report reads gaps on."""
+    pairs = [("nll", "vendi"), ("nll", "distinct2")]
+    if correctness:
+        pairs = [("pass@1", "vendi"), ("pass@1", "distinct2"), ("pass@1", f"pass@{n}")] + pairs
+    return pairs
+
+
+def line_at(xs: Sequence[float], ys: Sequence[float], x: float) -> Optional[float]:
+    """The sweep's line (points sorted by x) at x; None outside [min x, max x] or with fewer than two points."""
+    pts = sorted((a, b) for a, b in zip(xs, ys) if np.isfinite(a) and np.isfinite(b))
+    if len(pts) < 2 or not np.isfinite(x) or not pts[0][0] <= x <= pts[-1][0]:
+        return None
+    px, py = zip(*pts)
+    return float(np.interp(x, px, py))
+
+
+def _means(values: Sequence[Optional[float]], idx: Optional[np.ndarray]) -> np.ndarray:
+    v = np.array([np.nan if a is None else float(a) for a in values], dtype=np.float64)
+    if idx is None:
+        return np.array([np.nanmean(v)]) if (~np.isnan(v)).any() else np.array([np.nan])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # a resample of only missing problems
+        return np.nanmean(v[idx], axis=1)
+
+
+def gap(method_cols: Dict[str, list], sweep_cols: Sequence[Dict[str, list]], xkey: str, ykey: str,
+        idx: np.ndarray) -> Optional[dict]:
+    """{"gap", "se", "x", "line", "inside", "problems"} for one method on one (quality, diversity) pair; None if unavailable."""
+    if xkey not in method_cols or ykey not in method_cols or len(sweep_cols) < 2 or \
+            any(xkey not in s or ykey not in s for s in sweep_cols):
+        return None
+
+    # only the problems every involved method has: a partial run must not compare different problem sets
+    cols = [method_cols[xkey], method_cols[ykey]] + [s[k] for s in sweep_cols for k in (xkey, ykey)]
+    common = np.all([[v is not None and np.isfinite(v) for v in c] for c in cols], axis=0)
+    if not common.any():
+        return None
+
+    def masked(values):
+        return [v if ok else None for v, ok in zip(values, common)]
+
+    def gaps(rows: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        x, y = _means(masked(method_cols[xkey]), rows), _means(masked(method_cols[ykey]), rows)
+        sx = np.stack([_means(masked(s[xkey]), rows) for s in sweep_cols])   # [points, replicates]
+        sy = np.stack([_means(masked(s[ykey]), rows) for s in sweep_cols])
+        lines = np.array([np.nan if (v := line_at(sx[:, r], sy[:, r], x[r])) is None else v
+                          for r in range(len(x))])
+        return y - lines, lines
+
+    point, line = gaps(None)
+    inside = bool(np.isfinite(point[0]))
+    out = {"gap": float(point[0]) if inside else None, "se": None,
+           "x": float(_means(masked(method_cols[xkey]), None)[0]), "line": float(line[0]) if inside else None,
+           "inside": float(inside), "problems": int(common.sum())}
+    if idx.size:
+        reps, _ = gaps(idx)
+        ok = reps[np.isfinite(reps)]
+        out["inside"] = float(len(ok) / len(reps))
+        if inside and len(ok) > 1:
+            out["se"] = float(ok.std(ddof=1))
+    return out
+
+
+def frontier_gaps(per_method: Dict[str, Dict[str, list]], sweep: Sequence[str], pairs: Sequence[Tuple[str, str]],
+                  idx: np.ndarray) -> Dict[str, Dict[str, Optional[dict]]]:
+    """{method: {"<diversity> vs <quality>": gap(...)}} for every method outside the sweep."""
+    sweep_cols = [per_method[s] for s in sweep if s in per_method]
+    if len(sweep_cols) < 2:
+        return {}
+    return {name: {f"{y} vs {x}": gap(cols, sweep_cols, x, y, idx) for x, y in pairs}
+            for name, cols in per_method.items() if name not in sweep}
