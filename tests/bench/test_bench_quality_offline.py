@@ -1,4 +1,4 @@
-"""The frontier gap of bench_quality: a method's diversity minus the temperature sweep's line at its quality."""
+"""bench_quality without a server: the frontier gap (a method's diversity minus the temperature line at its quality), CLI errors."""
 import numpy as np
 import pytest
 
@@ -59,3 +59,15 @@ def test_frontier_gaps_cover_every_method_outside_the_sweep_on_every_axis_pair()
     assert out["esamp"]["pass@4 vs pass@1"]["gap"] == pytest.approx(1.0 - 0.925)
     assert out["esamp"]["distinct2 vs nll"]["gap"] == pytest.approx(0.05)
     assert frontier_gaps(per, ["t1.0"], axis_pairs(True, 4), bootstrap_indices(4, 50, 0)) == {}
+
+
+@pytest.mark.parametrize("flags,named", [(["--n", "0"], "--n"), (["--limit", "0"], "--limit"),
+                                         (["--max-tokens", "0"], "--max-tokens"), (["--methods", "t9"], "t9"),
+                                         (["--tasks", "nope"], "nope"), ([], "--base-url")])
+def test_bad_flags_end_with_a_cli_error_naming_them(tmp_path, capsys, flags, named):
+    from sglang_esamp.bench_quality.cli import main
+
+    source = [] if not flags else ["--report-only"]
+    with pytest.raises(SystemExit) as e:
+        main(source + flags + ["--output", str(tmp_path)])
+    assert e.value.code == 2 and named in capsys.readouterr().err
