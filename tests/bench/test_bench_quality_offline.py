@@ -1,4 +1,5 @@
-"""bench_quality without a server: the frontier gap (a method's diversity minus the temperature line at its quality), CLI errors."""
+"""bench_quality without a server: the frontier gap (a method's diversity minus the temperature line at its
+quality) and the CLI's errors."""
 import numpy as np
 import pytest
 
