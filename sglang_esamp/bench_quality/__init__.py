@@ -95,7 +95,8 @@ top-p/min-p) as points beside it.
 Raw samples are cached in ``OUTPUT/samples/<task>/<method>.jsonl.gz`` keyed by (task, problem, method, sample
 index, settings hash: model, prompt version, method parameters, max tokens, n). A run only generates what is
 missing, so a long run can be split over several runs (by ``--tasks``, ``--methods``, ``--limit``) or machines and
-merged by copying the sample files (and ``blocks.jsonl``, the per-block timings and counters) into one OUTPUT;
+merged by copying the sample files (and ``blocks.jsonl``, the per-block timings and counters, appended as each
+block ends: a run stopped half-way keeps its finished blocks' figures and every finished request) into one OUTPUT;
 the compressed files are what to commit. ``OUTPUT/run.json`` remembers the model and the skipped methods.
 
 CI: tests/bench/test_bench_quality_smoke.py runs it end to end against one SmolLM2 server (``--limit 2 --n 2``,

@@ -87,6 +87,12 @@ def _read_jsonl(path: Path) -> List[dict]:
     return out
 
 
+def _append_block(path: Path, block: dict):
+    """Each finished block's timing and counters go to disk at once, so a run stopped later keeps them."""
+    with open(path, "a") as f:
+        f.write(json.dumps(block, sort_keys=True) + "\n")
+
+
 def _previous_generation_command(out: Path) -> Optional[str]:
     try:
         prev = json.loads((out / "results.json").read_text())
@@ -137,7 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or model_path)
             runner = Runner(client, cache, tokenizer, model_name, n=args.n, max_tokens=args.max_tokens,
-                            concurrency=args.concurrency, progress=not args.no_progress)
+                            concurrency=args.concurrency, progress=not args.no_progress,
+                            on_block=lambda b: _append_block(out / "blocks.jsonl", b))
             stats = client.esamp_stats() or {}
             config = ((stats.get("ranks") or [{}])[0].get("config")) or {}
             server_facts = {"base_url": base, "model_path": model_path, "self_started": bool(args.model),
@@ -148,13 +155,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"{model_name}: {len(accepted)} methods x {len(tasks)} tasks, n={args.n}, "
                 f"max_tokens={args.max_tokens}, problems: " +
                 ", ".join(f"{k} {len(v)}" for k, v in problems.items()))
-            blocks = runner.run(tasks, problems, accepted)
+            runner.run(tasks, problems, accepted)          # each block is appended to blocks.jsonl as it ends
             skipped.update(runner.skipped)
             errors = runner.errors
-        with open(out / "blocks.jsonl", "a") as f:
-            for b in blocks:
-                if b.get("requests"):
-                    f.write(json.dumps(b, sort_keys=True) + "\n")
         run_file.write_text(json.dumps({"model": model_name, "server": server_facts, "skipped_methods": skipped},
                                        indent=1) + "\n")
         packed = cache.pack()

@@ -40,7 +40,7 @@ def counter_delta(before: Optional[dict], after: Optional[dict]) -> Dict[str, fl
 
 class Runner:
     def __init__(self, client: ServerClient, cache: SampleCache, tokenizer, model_name: str, *, n: int,
-                 max_tokens: int, concurrency: int, progress: bool = True):
+                 max_tokens: int, concurrency: int, progress: bool = True, on_block=None):
         self.client = client
         self.cache = cache
         self.tok = tokenizer
@@ -49,6 +49,7 @@ class Runner:
         self.max_tokens = max_tokens
         self.concurrency = max(1, concurrency)
         self.progress = progress
+        self.on_block = on_block       # called with each finished block that sent requests (saved at once)
         self.skipped: Dict[str, str] = {}
         self.blocks: List[dict] = []
         self.errors: List[dict] = []
@@ -179,5 +180,8 @@ class Runner:
         for task in tasks:
             for method in methods:
                 if method.name not in self.skipped:
-                    self.blocks.append(self.run_block(task, method, problems[task.name]))
+                    block = self.run_block(task, method, problems[task.name])
+                    self.blocks.append(block)
+                    if block.get("requests") and self.on_block is not None:
+                        self.on_block(block)
         return self.blocks

@@ -103,6 +103,8 @@ def test_run_writes_the_schema_and_every_sample(bench):
     assert not list((out / "samples").glob("*/*.jsonl"))          # packed: only .jsonl.gz remain
     assert len(list((out / "samples").glob("*/*.jsonl.gz"))) == len(TASKS) * len(METHODS)
     assert set(doc["tasks"]) == set(TASKS)
+    blocks = [json.loads(line) for line in bench["blocks"].splitlines()]      # one per (task, method), as it ended
+    assert sorted((b["task"], b["method"]) for b in blocks) == sorted((t, m) for t in TASKS for m in METHODS)
     for task, t in doc["tasks"].items():
         assert set(t["methods"]) == set(METHODS) and t["baseline"] == PLAIN
         for name, m in t["methods"].items():
