@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .metrics import as_float_array
+
 
 def axis_pairs(correctness: bool, n: int) -> List[Tuple[str, str]]:
     """(quality key, diversity key) pairs the report reads gaps on."""
@@ -36,10 +38,10 @@ def line_at(xs: Sequence[float], ys: Sequence[float], x: float) -> Optional[floa
     return float(np.interp(x, px, py))
 
 
-def _means(values: Sequence[Optional[float]], idx: Optional[np.ndarray]) -> np.ndarray:
-    v = np.array([np.nan if a is None else float(a) for a in values], dtype=np.float64)
+def _means(v: np.ndarray, idx: Optional[np.ndarray]) -> np.ndarray:
+    """[1] mean over problems (idx None), else [replicates] means over the resampled problems; NaN = missing."""
     if idx is None:
-        return np.array([np.nanmean(v)]) if (~np.isnan(v)).any() else np.array([np.nan])
+        return np.array([np.nanmean(v)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # a resample of only missing problems
         return np.nanmean(v[idx], axis=1)
@@ -47,35 +49,33 @@ def _means(values: Sequence[Optional[float]], idx: Optional[np.ndarray]) -> np.n
 
 def gap(method_cols: Dict[str, list], sweep_cols: Sequence[Dict[str, list]], xkey: str, ykey: str,
         idx: np.ndarray) -> Optional[dict]:
-    """{"gap", "se", "x", "line", "inside", "problems"} for one method on one (quality, diversity) pair; None if unavailable."""
+    """{"gap", "se", "x", "line", "inside", "problems"} for one method on one (quality, diversity) pair; None if
+    unavailable."""
     if xkey not in method_cols or ykey not in method_cols or len(sweep_cols) < 2 or \
             any(xkey not in s or ykey not in s for s in sweep_cols):
         return None
-
+    # [method x, method y, sweep 1 x, sweep 1 y, ...], each over the problems
+    cols = [as_float_array(c[k]) for c in (method_cols, *sweep_cols) for k in (xkey, ykey)]
     # only the problems every involved method has: a partial run must not compare different problem sets
-    cols = [method_cols[xkey], method_cols[ykey]] + [s[k] for s in sweep_cols for k in (xkey, ykey)]
-    common = np.all([[v is not None and np.isfinite(v) for v in c] for c in cols], axis=0)
+    common = np.all([np.isfinite(c) for c in cols], axis=0)
     if not common.any():
         return None
+    for c in cols:
+        c[~common] = np.nan
 
-    def masked(values):
-        return [v if ok else None for v, ok in zip(values, common)]
-
-    def gaps(rows: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-        x, y = _means(masked(method_cols[xkey]), rows), _means(masked(method_cols[ykey]), rows)
-        sx = np.stack([_means(masked(s[xkey]), rows) for s in sweep_cols])   # [points, replicates]
-        sy = np.stack([_means(masked(s[ykey]), rows) for s in sweep_cols])
+    def gaps(rows: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        m = np.stack([_means(c, rows) for c in cols])          # [2 + 2 * points, replicates]
+        x, y, sx, sy = m[0], m[1], m[2::2], m[3::2]
         lines = np.array([np.nan if (v := line_at(sx[:, r], sy[:, r], x[r])) is None else v
                           for r in range(len(x))])
-        return y - lines, lines
+        return y - lines, lines, x
 
-    point, line = gaps(None)
+    point, line, x = gaps(None)
     inside = bool(np.isfinite(point[0]))
-    out = {"gap": float(point[0]) if inside else None, "se": None,
-           "x": float(_means(masked(method_cols[xkey]), None)[0]), "line": float(line[0]) if inside else None,
-           "inside": float(inside), "problems": int(common.sum())}
+    out = {"gap": float(point[0]) if inside else None, "se": None, "x": float(x[0]),
+           "line": float(line[0]) if inside else None, "inside": float(inside), "problems": int(common.sum())}
     if idx.size:
-        reps, _ = gaps(idx)
+        reps, _, _ = gaps(idx)
         ok = reps[np.isfinite(reps)]
         out["inside"] = float(len(ok) / len(reps))
         if inside and len(ok) > 1:

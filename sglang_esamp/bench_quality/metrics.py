@@ -80,7 +80,7 @@ def nll(token_logprobs: Sequence[float]) -> Optional[float]:
 
 # ---------------------------------------------------------------- aggregation over problems
 
-def _clean(values: Sequence[Optional[float]]) -> np.ndarray:
+def as_float_array(values: Sequence[Optional[float]]) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
@@ -92,7 +92,7 @@ def bootstrap_indices(n_problems: int, reps: int, seed: int) -> np.ndarray:
 
 def mean_se(values: Sequence[Optional[float]], idx: np.ndarray) -> Dict[str, Optional[float]]:
     """Mean over problems (ignoring missing values) and its bootstrap SE over the resamples ``idx``."""
-    v = _clean(values)
+    v = as_float_array(values)
     ok = ~np.isnan(v)
     if not ok.any():
         return {"mean": None, "se": None, "problems": 0}
@@ -109,7 +109,7 @@ def mean_se(values: Sequence[Optional[float]], idx: np.ndarray) -> Dict[str, Opt
 
 def paired_diff(a: Sequence[Optional[float]], b: Sequence[Optional[float]], idx: np.ndarray) -> dict:
     """Mean of a - b over problems where both exist, with the paired bootstrap SE and the win count."""
-    va, vb = _clean(a), _clean(b)
+    va, vb = as_float_array(a), as_float_array(b)
     d = va - vb
     out = mean_se(list(np.where(np.isnan(d), None, d)), idx)
     ok = ~np.isnan(d)

@@ -52,7 +52,7 @@ def _fmt(fig: Optional[dict], digits: int = 3, pct: bool = False) -> str:
     return s
 
 
-def _frontier_lines(t: dict, correct: bool) -> list:
+def _frontier_lines(t: dict) -> list:
     fr = t.get("frontier") or {}
     gaps, sweep = fr.get("gaps") or {}, fr.get("sweep") or []
     if not gaps:
@@ -128,7 +128,7 @@ def markdown(doc: dict) -> str:
                     cells.append(f"{_fmt(x)} ({x['wins']}/{x['losses']})" if x and x.get("mean") is not None
                                  else "–")
                 lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-        lines += _frontier_lines(t, correct)
+        lines += _frontier_lines(t)
         lines.append("")
     if doc.get("skipped_methods"):
         lines += ["Skipped methods:", ""] + [f"- `{k}`: {v}" for k, v in doc["skipped_methods"].items()] + [""]
