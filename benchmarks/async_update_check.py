@@ -4,9 +4,13 @@ stream + events), on a synthetic decode loop with a stand-in "forward" on the ma
     python benchmarks/async_update_check.py [--device cuda] [--steps 60] [--out benchmarks/results/async_update_check]
 
 Per step: forward stand-in (matmuls sized like a small model's decode step) -> predict -> ESamp rule over the
-full-vocabulary logits -> update. Reports ms per step per mode, the speed-up, and whether both modes drew the same
-tokens with the same final distiller weights (fixed noise; the staleness contract). ``--dry-run`` runs it tiny on
-the CPU (what CI-less machines can check).
+full-vocabulary logits -> update. Mode ``off`` is the same loop without ESamp (forward, logits, a Gumbel draw), so
+``overhead_ms`` = a mode's ms per step minus off's is what ESamp adds (``--graph-forward-ms`` makes the forward a
+GPU-busy stretch with the host free, as a replayed CUDA graph is), and ``hidden_share`` = how much of the
+serial overhead the async update hides. All inputs and the sampling noise are drawn on the device from fixed
+seeds (noise drawn on the host would dominate a GPU step). Reports whether both ESamp modes drew the same tokens
+with the same final distiller weights (the staleness contract). ``--profile`` adds the top ops of the serial
+step (torch.profiler). ``--dry-run`` runs it tiny on the CPU (what CI-less machines can check).
 """
 from __future__ import annotations
 
@@ -21,13 +25,15 @@ from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
 
 
-def run(mode, a, device):
+def run(mode, a, device, profile_steps=0):
     g = torch.Generator(device="cpu").manual_seed(0)
     w = (torch.randn(a.vocab, a.hidden, generator=g) * 0.05).to(device)
     ffn = (torch.randn(a.hidden, 4 * a.hidden, generator=g) * 0.02).to(device)
-    cfg = ESampConfig(bank_slots=a.slots, update_mode=mode)
-    core = ESampCore(cfg, a.hidden, w, None, device)
-    slots = torch.tensor([core.acquire(f"g{i % a.slots}") for i in range(a.rows)], device=device)
+    gd = torch.Generator(device=device).manual_seed(1)      # inputs and noise on the device, same in every mode
+    core = None
+    if mode != "off":
+        core = ESampCore(ESampConfig(bank_slots=a.slots, update_mode=mode), a.hidden, w, None, device)
+        slots = torch.tensor([core.acquire(f"g{i % a.slots}") for i in range(a.rows)], device=device)
     tokens = []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = None
@@ -35,29 +41,67 @@ def run(mode, a, device):
         if step == 3:          # warm-up steps excluded
             sync()
             t0 = time.perf_counter()
-        x = torch.randn(a.rows, a.hidden, generator=g).to(device)
+        x = torch.randn(a.rows, a.hidden, generator=gd, device=device)
         h = x
         for _ in range(a.forward_layers):              # the forward stand-in on the main stream
             h = torch.tanh(h @ ffn) @ ffn.T * 0.1 + h
+        if a.graph_forward_ms > 0 and device.type == "cuda":     # a replayed CUDA graph: GPU busy, host free
+            torch.cuda._sleep(int(a.graph_forward_ms * 1e-3 * _clock_hz()))
         src, tgt = x, h
-        h_hat = core.predict(src, slots)
         logits = tgt @ w.T
-        noise = -torch.empty(a.rows, a.vocab, device="cpu").exponential_(generator=g).log().to(device)
+        noise = -torch.empty(a.rows, a.vocab, device=device).exponential_(generator=gd).log()
+        if core is None:
+            tokens.append((logits + noise).argmax(-1))
+            continue
+        h_hat = core.predict(src, slots)
         out = core.sample(logits, torch.ones(a.rows, device=device), torch.full((a.rows,), 40, device=device),
                           torch.ones(a.rows, device=device), torch.zeros(a.rows, device=device),
                           torch.full((a.rows,), 0.25, device=device), h_hat, noise=noise)
         tokens.append(out.tokens)
         core.train(src, tgt, slots)
-    core.join()
+    if core is not None:
+        core.join()
     sync()
     dt = (time.perf_counter() - t0) / a.steps
-    stats = core.stats()
-    weights = {k: v.detach().cpu().clone() for k, v in core.bank.params.items()}
-    core.runner.close()
-    return {"ms_per_step": 1e3 * dt, "updates": stats["updates"],
-            "phase_ms": {k[5:-2]: 1e3 * v / (a.steps + 3) for k, v in stats.items() if k.startswith("time_")}}, \
-        torch.stack(tokens).cpu(), weights
+    result = {"ms_per_step": 1e3 * dt}
+    weights = {}
+    if core is not None:
+        stats = core.stats()
+        weights = {k: v.detach().cpu().clone() for k, v in core.bank.params.items()}
+        result.update(updates=stats["updates"],
+                      phase_ms={k[5:-2]: 1e3 * v / (a.steps + 3) for k, v in stats.items() if k.startswith("time_")})
+        if profile_steps:
+            result["profile"] = _profile(core, a, device, slots, w, ffn, gd, profile_steps)
+        core.runner.close()
+    return result, torch.stack(tokens).cpu(), weights
 
+
+def _clock_hz() -> float:
+    return torch.cuda.get_device_properties(0).clock_rate * 1e3 if hasattr(
+        torch.cuda.get_device_properties(0), "clock_rate") else 1.98e9
+
+
+def _profile(core, a, device, slots, w, ffn, gd, steps):
+    """Top ops (self time) of ``steps`` more ESamp steps: where the per-step cost goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            x = torch.randn(a.rows, a.hidden, generator=gd, device=device)
+            logits = x @ w.T
+            noise = -torch.empty(a.rows, a.vocab, device=device).exponential_(generator=gd).log()
+            h_hat = core.predict(x, slots)
+            core.sample(logits, torch.ones(a.rows, device=device), torch.full((a.rows,), 40, device=device),
+                        torch.ones(a.rows, device=device), torch.zeros(a.rows, device=device),
+                        torch.full((a.rows,), 0.25, device=device), h_hat, noise=noise)
+            core.train(x, x, slots)
+        core.join()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return {"steps": steps, "by_cpu": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20),
+            "by_device": prof.key_averages().table(sort_by=key, row_limit=12)}
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,6 +112,10 @@ def main():
     p.add_argument("--rows", type=int, default=64)
     p.add_argument("--slots", type=int, default=8)
     p.add_argument("--forward-layers", type=int, default=24)
+    p.add_argument("--graph-forward-ms", type=float, default=0.0,
+                   help="add a GPU-busy kernel of about this many ms to the forward, as a CUDA-graph replay of a real "
+                        "model would be (one launch, host free); CUDA only")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="profile this many serial steps")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     p.add_argument("--out", default="benchmarks/results/async_update_check")
     a = p.parse_args()
@@ -76,16 +124,26 @@ def main():
         a.out = a.out + "_dry"
     device = torch.device(a.device)
     res, toks, ws = {}, {}, {}
+    for mode in ("off", "serial", "async"):
+        res[mode], toks[mode], ws[mode] = run(mode, a, device, a.profile if mode == "serial" else 0)
+        prof = res[mode].pop("profile", None)
+        print(f"{mode}: {res[mode]['ms_per_step']:.2f} ms/step" + ("" if mode == "off" else
+              f", updates {res[mode]['updates']}, phases "
+              f"{json.dumps({k: round(v, 3) for k, v in res[mode]['phase_ms'].items()})}"), flush=True)
+        if prof:
+            Path(a.out + "_profile.txt").write_text(prof["by_cpu"] + "\n" + prof["by_device"])
+            print(prof["by_cpu"], flush=True)
     for mode in ("serial", "async"):
-        res[mode], toks[mode], ws[mode] = run(mode, a, device)
-        print(f"{mode}: {res[mode]['ms_per_step']:.2f} ms/step, updates {res[mode]['updates']}, "
-              f"phases {json.dumps({k: round(v, 3) for k, v in res[mode]['phase_ms'].items()})}", flush=True)
+        res[mode]["overhead_ms"] = res[mode]["ms_per_step"] - res["off"]["ms_per_step"]
     same_tokens = torch.equal(toks["serial"], toks["async"])
     same_weights = all(torch.equal(ws["serial"][k], ws["async"][k]) for k in ws["serial"])
+    over_s, over_a = res["serial"]["overhead_ms"], res["async"]["overhead_ms"]
     out = {"settings": vars(a), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
            "modes": res, "speedup_async_over_serial": res["serial"]["ms_per_step"] / res["async"]["ms_per_step"],
+           "hidden_share": (1 - over_a / over_s) if over_s > 0 else None,
            "same_tokens": same_tokens, "same_final_weights": same_weights}
-    print(f"async speed-up {out['speedup_async_over_serial']:.3f}x; same tokens {same_tokens}, "
+    print(f"ESamp overhead per step: serial {over_s:.2f} ms, async {over_a:.2f} ms (off {res['off']['ms_per_step']:.2f}"
+          f" ms/step); async speed-up {out['speedup_async_over_serial']:.3f}x; same tokens {same_tokens}, "
           f"same final weights {same_weights}")
     path = Path(a.out).with_suffix(".json")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,15 @@
 #   1. the kernel tests (they run the kernels in Triton's interpreter against the torch references), 2.
 #   esamp_kernels.bench: the kernels compiled for real, timed against the references at serving shapes, with the
 #   largest |triton - torch| of every shape recorded, 3. the async CUDA-stream update against serial at the
-#   algorithm level (benchmarks/async_update_check.py: time per step, same tokens and weights), 4. ESamp's taps
+#   algorithm level (benchmarks/async_update_check.py: ESamp's overhead per step over a no-ESamp loop, same tokens
+#   and weights, the top ops of a serial step), 4. ESamp's taps
 #   under CUDA-graph capture and replay (benchmarks/tap_graph_check.py: rows equal eager, a graph without taps is a
 #   miss).
 # Results land in ${OUT:-benchmarks/results/gpu}. Usage: bash benchmarks/gpu_check.sh [--dry-run]
 # (--dry-run: CPU, interpreter, tiny sizes -- checks the script itself on a machine without a GPU).
-set -euo pipefail
+# each step runs even if an earlier one failed (one device lease: a failed step must not hide the others)
+set -uo pipefail
+FAILED=()
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu}"
 [ "${1:-}" = "--dry-run" ] && OUT="${OUT_DRY:-/tmp/esamp-gpu-check-dry}"
@@ -20,14 +23,17 @@ export PYTHONPATH="$PWD:$PWD/kernels${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$DRY" = 1 ]; then export TRITON_INTERPRET=1; else unset TRITON_INTERPRET; fi
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT/env.txt"
 echo "== 1. kernel tests"
-timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/kernels 2>&1 | tail -5 | tee "$OUT/kernel_tests.txt"
+timeout 300 "$PY" -m pytest -q -rf --tb=short -p no:cacheprovider tests/kernels > "$OUT/kernel_tests.txt" 2>&1 \
+  || FAILED+=(kernel_tests)
+tail -5 "$OUT/kernel_tests.txt"
 echo "== 2. kernel bench"
 timeout 180 "$PY" -m esamp_kernels.bench --out "$OUT/kernel_bench" $( [ "$DRY" = 1 ] && echo --dry-run ) 2>&1 \
-  | tail -30 | tee "$OUT/kernel_bench.txt"
+  | tail -30 | tee "$OUT/kernel_bench.txt" || FAILED+=(kernel_bench)
 echo "== 3. async vs serial update"
-timeout 180 "$PY" benchmarks/async_update_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/async_update_check" \
-  2>&1 | tee "$OUT/async_update.txt"
+timeout 180 "$PY" benchmarks/async_update_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --profile 5 --out "$OUT/async_update_check" \
+  2>&1 | tee "$OUT/async_update.txt" || FAILED+=(async_update)
 echo "== 4. taps under CUDA-graph replay"
 timeout 120 "$PY" benchmarks/tap_graph_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/tap_graph_check.json" \
-  2>&1 | tee "$OUT/tap_graph_check.txt"
+  2>&1 | tee "$OUT/tap_graph_check.txt" || FAILED+=(tap_graph)
+if [ ${#FAILED[@]} -gt 0 ]; then echo "gpu_check FAILED steps: ${FAILED[*]} ($OUT)"; exit 1; fi
 echo "gpu_check done: $OUT"

@@ -37,3 +37,21 @@ def grouped_distiller_forward_ref(x: torch.Tensor, slot_ids: torch.Tensor, bank:
         slot_params = {name: t[s] for name, t in bank.items()}
         out = out.index_put((rows,), distiller_forward_ref(x.index_select(0, rows), slot_params, blocks, out_ln).float())
     return out.to(x.dtype)
+
+
+def distiller_forward_slots_ref(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int,
+                                out_ln: bool) -> torch.Tensor:
+    """x [A, P, H]: P rows for each of A distillers; params shaped [A, ...] (distiller a = index a) -> [A, P, H].
+
+    The batched training path: one batched matmul per weight for every slot at once, so a training step costs the
+    same few kernel launches whatever the number of slots (a loop over slots is host-bound on a GPU). Differentiable;
+    fp32 accumulation, output in the input's dtype.
+    """
+    h = x.float()
+    for k in range(blocks):
+        up, gate, bias, down = (params[n].float() for n in block_names(k))
+        h = h + (F.silu(torch.matmul(h, gate) + bias.unsqueeze(1)) * torch.matmul(h, up)).matmul(down)
+    if out_ln:
+        w, b = params[OUT_LN_WEIGHT].float(), params[OUT_LN_BIAS].float()
+        h = F.layer_norm(h, (h.shape[-1],), None, None, LN_EPS) * w.unsqueeze(1) + b.unsqueeze(1)
+    return h.to(x.dtype)

@@ -104,7 +104,7 @@ class ESampConfig:
     greedy: str = "skip"                   # skip: T=0 rows untouched | apply: argmax over reweighted candidates
     temperature_form: str = "tllm"         # tllm: (1+b)l/T - b*l_dist | scaled: ((1+b)l - b*l_dist)/T
     train_rows: str = "all"                # all | first_per_group
-    update_mode: str = "auto"              # auto: async on CUDA or with a CPU core to spare, else serial |
+    update_mode: str = "auto"              # auto: async with a CPU core to spare, else serial (CUDA too) |
                                            # async (worker thread / CUDA side stream) | serial (inline)
     taps: str = "paper"                    # tap preset (algo.taps)
     warm_start: Optional[str] = None       # path to a distiller file in the Distiller.export_state() layout

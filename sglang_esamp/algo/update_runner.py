@@ -7,7 +7,8 @@ one synchronisation point. At most one update is in flight: ``submit`` joins the
 
 * ``SerialUpdateRunner``: the update runs inside ``submit`` (the diagnostic baseline, ``--esamp-update-mode
   serial``).
-* ``ThreadUpdateRunner`` (``async``; the default through ``auto`` on CUDA, and on CPU with a core to spare): one persistent worker thread runs the update while the
+* ``ThreadUpdateRunner`` (``async``; the default through ``auto`` on a CPU with a core to spare): one persistent
+  worker thread runs the update while the
   scheduler finishes the step (output processing, scheduling, the next forward). On CPU the worker uses the
   process's intra-op thread setting (torch's thread count is process-wide; with ``OMP_NUM_THREADS=1`` the forward
   and the update each take one core). On CUDA the worker issues the update on its own side stream after an event
@@ -112,15 +113,18 @@ class ThreadUpdateRunner:
 
 
 def resolve_mode(mode: str, device: torch.device) -> str:
-    """``auto`` = async on CUDA (the update gets its own stream); on CPU async when a core is left beside the
-    forward's intra-op threads for the worker, serial when the forward already takes every core (the worker would
-    compete with it for the cores and the GIL). Measured on the 2-core machines, one forward thread
-    (docs/performance.md): SmolLM2 --quick async / serial side by side 1.15 (median of 3 rounds, 0.95-1.24); on a
-    shared machine with the other core busy, async lost (on/off 0.947 against 1.009 serial)."""
+    """``auto`` = serial on CUDA; on CPU async when a core is left beside the forward's intra-op threads for the
+    worker, serial when the forward already takes every core (the worker would compete with it for the cores and
+    the GIL). Measured on the 2-core machines, one forward thread (docs/performance.md): SmolLM2 --quick async /
+    serial side by side 1.15 (median of 3 rounds, 0.95-1.24); on a shared machine with the other core busy, async
+    lost (on/off 0.947 against 1.009 serial). On an H200 with an eager forward (what the server runs while CUDA
+    graphs are refused) the step is host-bound and the worker competes with the launching thread for the GIL:
+    async took 1.24x serial's time per step at 64 rows x 8 slots and 1.01x at 256 x 32
+    (benchmarks/async_update_check.py); ``async`` stays selectable."""
     if mode != "auto":
         return mode
     if torch.device(device).type == "cuda":
-        return "async"
+        return "serial"
     return "async" if _cores() > torch.get_num_threads() else "serial"
 
 

@@ -336,3 +336,32 @@ def test_joint_step_equals_separate_steps_for_scattered_slots(fused):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-6, atol=1e-7)
     assert int(joint.steps[1]) == 0
+
+
+@pytest.mark.parametrize("shape", [SHAPE, DistillerShape(hidden=H, blocks=1, width=16, out_ln=True)])
+def test_batched_step_with_uneven_slots_and_a_dropped_row_equals_each_slot_alone(shape):
+    """The one batched pass pads slots to the largest one and masks padding and non-finite rows: slots of 1, 4 and
+    2 rows (one of them NaN) end where training each alone on its finite rows ends, with the same losses."""
+    from esamp_kernels.grouped_forward_ref import distiller_forward_ref
+
+    joint = DistillerBank(shape, slots=3, seed=8)
+    alone = DistillerBank(shape, slots=3, seed=8)
+    for bk in (joint, alone):
+        [bk.acquire() for _ in range(3)]
+    ids = torch.tensor([1, 0, 1, 2, 1, 2, 1])
+    for t in range(3):
+        src, tgt = _data(7, 10 + t)
+        src[4, 3] = float("nan")                      # slot 1 keeps 3 of its 4 rows
+        before = {k: v[1].clone() for k, v in joint.params.items()}
+        res = joint.train_step(src, tgt, ids)
+        assert res.slots == [0, 1, 2] and res.rows == [1, 3, 2] and res.dropped_rows == [0, 1, 0]
+        keep = torch.tensor([0, 2, 6])
+        want = (tgt[keep] - distiller_forward_ref(src[keep], before, shape.blocks, shape.out_ln)).pow(2).sum(1).mean()
+        assert res.losses[1] == pytest.approx(float(want), rel=1e-5)
+        for s in (0, 1, 2):
+            rows = ((ids == s) & torch.isfinite(src).all(1)).nonzero(as_tuple=True)[0]
+            alone.train_step(src[rows], tgt[rows], ids[rows])
+    for s in (0, 1, 2):
+        a, b = _snapshot(joint, s), _snapshot(alone, s)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

@@ -76,11 +76,11 @@ def test_serial_runner_runs_inline():
     assert r.last_result == 3
 
 
-def test_auto_mode_is_async_on_cuda_and_on_cpu_only_with_a_core_to_spare(monkeypatch):
+def test_auto_mode_is_serial_on_cuda_and_async_on_cpu_only_with_a_core_to_spare(monkeypatch):
     from sglang_esamp.algo import update_runner
     from sglang_esamp.algo.update_runner import resolve_mode
 
-    assert resolve_mode("auto", torch.device("cuda")) == "async"
+    assert resolve_mode("auto", torch.device("cuda")) == "serial"     # measured on an H200 (eager forward)
     monkeypatch.setattr(update_runner, "_cores", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert resolve_mode("auto", torch.device("cpu")) == "async"     # one forward thread, a core for the worker
@@ -88,3 +88,4 @@ def test_auto_mode_is_async_on_cuda_and_on_cpu_only_with_a_core_to_spare(monkeyp
     assert resolve_mode("auto", torch.device("cpu")) == "serial"    # the forward takes every core
     assert resolve_mode("async", torch.device("cpu")) == "async"
     assert resolve_mode("serial", torch.device("cuda")) == "serial"
+    assert resolve_mode("async", torch.device("cuda")) == "async"
