@@ -103,7 +103,7 @@ def _profile(core, a, device, slots, w, ffn, gd, steps):
     return {"steps": steps, "by_cpu": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20),
             "by_device": prof.key_averages().table(sort_by=key, row_limit=12)}
 
-def main():
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=60)
@@ -118,7 +118,7 @@ def main():
     p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="profile this many serial steps")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     p.add_argument("--out", default="benchmarks/results/async_update_check")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.dry_run:
         a.device, a.steps, a.hidden, a.vocab, a.rows, a.slots, a.forward_layers = "cpu", 6, 64, 512, 8, 2, 2
         a.out = a.out + "_dry"
@@ -151,7 +151,8 @@ def main():
     print(f"saved {path}")
     if not (same_tokens and same_weights):
         raise SystemExit("async and serial disagree: the staleness contract is broken")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -89,3 +89,24 @@ def test_auto_mode_is_serial_on_cuda_and_async_on_cpu_only_with_a_core_to_spare(
     assert resolve_mode("async", torch.device("cpu")) == "async"
     assert resolve_mode("serial", torch.device("cuda")) == "serial"
     assert resolve_mode("async", torch.device("cuda")) == "async"
+
+
+def test_the_gpu_check_async_script_runs_on_cpu_and_its_modes_agree(tmp_path):
+    """benchmarks/async_update_check.py's dry run (its timings are for a GPU, gpu_check.sh step 3): the no-ESamp,
+    serial and async loops all ran, both ESamp modes trained every step and drew the same tokens with the same
+    final weights."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "async_update_check.py"
+    spec = importlib.util.spec_from_file_location("async_update_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--dry-run", "--out", str(tmp_path / "auc")]) == 0
+    out = json.loads((tmp_path / "auc_dry.json").read_text())
+    assert set(out["modes"]) == {"off", "serial", "async"}
+    assert out["same_tokens"] and out["same_final_weights"]
+    steps = out["settings"]["steps"] + 3
+    assert out["modes"]["serial"]["updates"] == out["modes"]["async"]["updates"] == steps
+    assert all(out["modes"][m]["ms_per_step"] > 0 for m in out["modes"])
