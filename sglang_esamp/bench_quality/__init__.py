@@ -26,6 +26,10 @@ logs to ``OUTPUT/server.log``, and gets ``--esamp-warm-start shipped`` when a wa
 (SmolLM2-135M and Qwen2.5-Coder-0.5B today). For a model without one it starts without, and the warm-start arms are
 skipped with a message (they are also skipped against any server whose ``/esamp/stats`` shows no warm start, and a
 method whose requests the server rejects with HTTP 4xx is skipped with the server's message).
+``--workers N`` (with ``--model``) starts N such servers (logs ``server.log``, ``server-1.log``, ...) and splits the
+methods among them round-robin; each server still runs its methods' blocks one at a time, so a block's counters
+are its method's alone. On the 2-core CPU machines one Qwen-0.5B server leaves the cores half idle (a Python-bound
+scheduler), and two side by side gave ~1.7x the samples per hour (GSM8K, docs/quality.md).
 Set OMP_NUM_THREADS=1 SGLANG_USE_CPU_ENGINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 on CPU machines.
 
 Flags: ``--tasks humaneval,gsm8k,open`` · ``--limit N`` (first N problems of each task) · ``--n`` (samples per
@@ -34,7 +38,7 @@ problem, default 8) · ``--methods`` (names and presets, comma separated) · ``-
 arms never exceed the server's bank slots, since a full bank falls back to plain sampling) · ``--baseline`` (the
 method paired differences are taken against, default t1.0) · ``--bootstrap``/``--seed`` · ``--tokenizer`` /
 ``--model-name`` (default: the served model's path / name) · ``--no-embeddings`` · ``--no-plots`` ·
-``--no-progress`` · ``--report-only``. Exit status 0, or 1 when some request failed (rerun to retry it).
+``--no-progress`` · ``--report-only`` · ``--workers N``. Exit status 0, or 1 when some request failed (rerun to retry it).
 
 Methods (methods.py; stable short names, all at T = 1 unless named otherwise)
 -----------------------------------------------------------------------------
@@ -72,7 +76,8 @@ for every arm the share of completion positions where the model's 2nd token is w
 perplexity call; where min-p 0.1 at T = 1 would keep more than one candidate). A method's figure is the mean over
 problems; ± is a bootstrap SE over problems, and differences against ``--baseline`` are paired (the same resampled
 problems for both methods). tokens/s = tokens generated in the method's blocks over their wall time (comparable
-only between methods run at the same concurrency). ``server_counters_delta`` = the change of ``/esamp/stats``
+only between methods run at the same concurrency; from the blocks run with one server on the machine where there
+are any, since ``--workers N`` blocks -- tagged ``workers`` in ``blocks.jsonl`` -- share the cores). ``server_counters_delta`` = the change of ``/esamp/stats``
 totals over the method's blocks (blocks run one method at a time, so they belong to that method alone; the
 perplexity calls inside them never use ESamp).
 

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional
 
@@ -48,19 +49,21 @@ class SampleCache:
         self.root = Path(root) / "samples"
         self.records: Dict[str, dict] = {}
         self._loaded: set = set()
+        self._lock = threading.RLock()     # --workers: one runner thread per server shares the cache
 
     def _file(self, task: str, method: str, suffix: str) -> Path:
         return self.root / task / (method + suffix)      # method names contain dots: no with_suffix here
 
     def load(self, task: str, method: str):
-        if (task, method) in self._loaded:
-            return
-        self._loaded.add((task, method))
-        for path in (self._file(task, method, ".jsonl.gz"), self._file(task, method, ".jsonl")):
-            if path.exists():
-                for rec in _read_lines(path):
-                    if "key" in rec:
-                        self.records[rec["key"]] = rec
+        with self._lock:
+            if (task, method) in self._loaded:
+                return
+            self._loaded.add((task, method))
+            for path in (self._file(task, method, ".jsonl.gz"), self._file(task, method, ".jsonl")):
+                if path.exists():
+                    for rec in _read_lines(path):
+                        if "key" in rec:
+                            self.records[rec["key"]] = rec
 
     def get(self, key: str) -> Optional[dict]:
         return self.records.get(key)
@@ -73,16 +76,17 @@ class SampleCache:
 
     def add(self, records: Iterable[dict]):
         by_file: Dict[Path, List[dict]] = {}
-        for rec in records:
-            self.records[rec["key"]] = rec
-            path = self._file(rec["task"], rec["method"], ".jsonl")
-            by_file.setdefault(path, []).append(rec)
-        for path, recs in by_file.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as f:
-                for rec in recs:
-                    f.write(json.dumps(rec, sort_keys=True) + "\n")
-                f.flush()
+        with self._lock:
+            for rec in records:
+                self.records[rec["key"]] = rec
+                path = self._file(rec["task"], rec["method"], ".jsonl")
+                by_file.setdefault(path, []).append(rec)
+            for path, recs in by_file.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a", encoding="utf-8") as f:
+                    for rec in recs:
+                        f.write(json.dumps(rec, sort_keys=True) + "\n")
+                    f.flush()
 
     def pack(self) -> List[Path]:
         """Fold every ``.jsonl`` into its ``.jsonl.gz``; returns the packed files."""

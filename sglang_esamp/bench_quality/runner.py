@@ -11,10 +11,12 @@ server's reason; warm-start arms are skipped up front when ``/esamp/stats`` show
 from __future__ import annotations
 
 import math
+import queue
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Dict, List, Optional, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .cache import SampleCache, sample_key, settings_hash
 from .client import RequestRejected, ServerClient
@@ -38,9 +40,37 @@ def counter_delta(before: Optional[dict], after: Optional[dict]) -> Dict[str, fl
     return {k: a[k] - b.get(k, 0) for k in a}
 
 
+class MainThreadCalls:
+    """Runs functions handed over by other threads on the thread that serves it. Scoring must run on the main
+    thread (math-verify's parse timeout uses ``signal.alarm``); with ``--workers`` each server's runner is a thread
+    of its own, so its scoring is handed to the main thread, which serves the calls until the runners end."""
+
+    def __init__(self):
+        self._calls: "queue.Queue" = queue.Queue()
+
+    def call(self, fn: Callable, *args):
+        if threading.current_thread() is threading.main_thread():
+            return fn(*args)
+        fut: Future = Future()
+        self._calls.put((fn, args, fut))
+        return fut.result()
+
+    def serve(self, done: Callable[[], bool]):
+        while not done() or not self._calls.empty():
+            try:
+                fn, args, fut = self._calls.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:     # noqa: BLE001 -- raised in the calling thread
+                fut.set_exception(e)
+
+
 class Runner:
     def __init__(self, client: ServerClient, cache: SampleCache, tokenizer, model_name: str, *, n: int,
-                 max_tokens: int, concurrency: int, progress: bool = True, on_block=None):
+                 max_tokens: int, concurrency: int, progress: bool = True, on_block=None,
+                 main_calls: Optional[MainThreadCalls] = None):
         self.client = client
         self.cache = cache
         self.tok = tokenizer
@@ -50,6 +80,7 @@ class Runner:
         self.concurrency = max(1, concurrency)
         self.progress = progress
         self.on_block = on_block       # called with each finished block that sent requests (saved at once)
+        self.main_calls = main_calls or MainThreadCalls()     # scoring runs on the main thread
         self.skipped: Dict[str, str] = {}
         self.blocks: List[dict] = []
         self.errors: List[dict] = []
@@ -123,7 +154,7 @@ class Runner:
                 "request_latency_s": latency,
                 "logprob_sum": float(sum(lps)) if lps else None, "scored_tokens": len(lps),
                 "uncertain_positions": sum(g >= UNCERTAIN_LOG_RATIO for g in gaps), "gap_positions": len(gaps),
-                "score": task.score(problem, text),
+                "score": self.main_calls.call(task.score, problem, text),
             })
         return recs
 

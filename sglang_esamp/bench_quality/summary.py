@@ -8,8 +8,9 @@ problems of the group-mean NLL per token), mean completion tokens, share truncat
 ESamp rows with more than one candidate (server, ``meta_info.esamp.multi_candidate_rows / rows``), the share of
 completion positions where the model's 2nd token is within 10x of its 1st (client side, from the perplexity
 call: where min-p 0.1 at T=1 keeps more than one candidate; comparable across all methods), ESamp group stats
-(steps, mean_novelty, last_loss, bank-full fallbacks), tokens/s of the blocks that generated the samples, and
-the server counter deltas over those blocks. Per task, ``frontier``: each other method's distance above the
+(steps, mean_novelty, last_loss, bank-full fallbacks), tokens/s of the blocks that generated the samples (those
+run with one server on the machine where there are any: ``--workers`` blocks share the cores), and the server
+counter deltas over those blocks. Per task, ``frontier``: each other method's distance above the
 temperature sweep's line at its own quality (``frontier.py``).
 """
 from __future__ import annotations
@@ -104,6 +105,10 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
             mine = [b for b in blocks if b.get("task") == task.name and b.get("method") == m.name
                     and b.get("settings_hash") == shash and b.get("requests")]
             tokens = sum(b["completion_tokens"] for b in mine)
+            # tokens/s from blocks that had the machine to one server where there are any (--workers N blocks
+            # share the cores; blocks merged from side-by-side runs carry "workers" too)
+            timed = [b for b in mine if b.get("workers", 1) == 1] or mine
+            timed_tokens, timed_wall = sum(b["completion_tokens"] for b in timed), sum(b["wall_s"] for b in timed)
             wall = sum(b["wall_s"] for b in mine)
             counters: Dict[str, float] = {}
             for b in mine:
@@ -113,9 +118,10 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
                 "method": {"name": m.name, **m.settings()}, "settings_hash": shash,
                 "complete_problems": len(have), "missing_problems": len(probs) - len(have),
                 "figures": figures, "per_problem": cols,
-                "tokens_per_s": tokens / wall if wall > 0 else None,
+                "tokens_per_s": timed_tokens / timed_wall if timed_wall > 0 else None,
                 "generation": {"requests": sum(b["requests"] for b in mine), "completion_tokens": tokens,
-                               "wall_s": wall, "concurrency": sorted({b.get("concurrency") for b in mine} - {None})},
+                               "wall_s": wall, "concurrency": sorted({b.get("concurrency") for b in mine} - {None}),
+                               "tokens_per_s_workers": sorted({b.get("workers", 1) for b in timed})},
                 "server_counters_delta": counters,
             }
         base = baseline if baseline in per_method else (next(iter(per_method), None))

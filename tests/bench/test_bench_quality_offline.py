@@ -64,7 +64,8 @@ def test_frontier_gaps_cover_every_method_outside_the_sweep_on_every_axis_pair()
 
 @pytest.mark.parametrize("flags,named", [(["--n", "0"], "--n"), (["--limit", "0"], "--limit"),
                                          (["--max-tokens", "0"], "--max-tokens"), (["--methods", "t9"], "t9"),
-                                         (["--tasks", "nope"], "nope"), ([], "--base-url")])
+                                         (["--tasks", "nope"], "nope"), ([], "--base-url"),
+                                         (["--workers", "0"], "--workers"), (["--workers", "2"], "--model")])
 def test_bad_flags_end_with_a_cli_error_naming_them(tmp_path, capsys, flags, named):
     from sglang_esamp.bench_quality.cli import main
 
