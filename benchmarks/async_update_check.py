@@ -36,6 +36,9 @@ def run(mode, a, device, profile_steps=0):
         slots = torch.tensor([core.acquire(f"g{i % a.slots}") for i in range(a.rows)], device=device)
     tokens = []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    # a replayed CUDA graph: one GPU-busy kernel, the host free
+    sleep_cycles = int(a.graph_forward_ms * 1e-3 * _clock_hz()) if a.graph_forward_ms > 0 and device.type == "cuda" \
+        else 0
     t0 = None
     for step in range(a.steps + 3):
         if step == 3:          # warm-up steps excluded
@@ -45,20 +48,15 @@ def run(mode, a, device, profile_steps=0):
         h = x
         for _ in range(a.forward_layers):              # the forward stand-in on the main stream
             h = torch.tanh(h @ ffn) @ ffn.T * 0.1 + h
-        if a.graph_forward_ms > 0 and device.type == "cuda":     # a replayed CUDA graph: GPU busy, host free
-            torch.cuda._sleep(int(a.graph_forward_ms * 1e-3 * _clock_hz()))
+        if sleep_cycles:
+            torch.cuda._sleep(sleep_cycles)
         src, tgt = x, h
         logits = tgt @ w.T
         noise = -torch.empty(a.rows, a.vocab, device=device).exponential_(generator=gd).log()
         if core is None:
             tokens.append((logits + noise).argmax(-1))
             continue
-        h_hat = core.predict(src, slots)
-        out = core.sample(logits, torch.ones(a.rows, device=device), torch.full((a.rows,), 40, device=device),
-                          torch.ones(a.rows, device=device), torch.zeros(a.rows, device=device),
-                          torch.full((a.rows,), 0.25, device=device), h_hat, noise=noise)
-        tokens.append(out.tokens)
-        core.train(src, tgt, slots)
+        tokens.append(_esamp_step(core, a, device, slots, src, tgt, logits, noise))
     if core is not None:
         core.join()
     sync()
@@ -71,17 +69,27 @@ def run(mode, a, device, profile_steps=0):
         result.update(updates=stats["updates"],
                       phase_ms={k[5:-2]: 1e3 * v / (a.steps + 3) for k, v in stats.items() if k.startswith("time_")})
         if profile_steps:
-            result["profile"] = _profile(core, a, device, slots, w, ffn, gd, profile_steps)
+            result["profile"] = _profile(core, a, device, slots, w, gd, profile_steps)
         core.runner.close()
     return result, torch.stack(tokens).cpu(), weights
 
 
+def _esamp_step(core, a, device, slots, src, tgt, logits, noise):
+    """predict -> the ESamp rule (top-k 40, beta 0.25) -> update; the step's tokens."""
+    h_hat = core.predict(src, slots)
+    out = core.sample(logits, torch.ones(a.rows, device=device), torch.full((a.rows,), 40, device=device),
+                      torch.ones(a.rows, device=device), torch.zeros(a.rows, device=device),
+                      torch.full((a.rows,), 0.25, device=device), h_hat, noise=noise)
+    core.train(src, tgt, slots)
+    return out.tokens
+
+
 def _clock_hz() -> float:
-    return torch.cuda.get_device_properties(0).clock_rate * 1e3 if hasattr(
-        torch.cuda.get_device_properties(0), "clock_rate") else 1.98e9
+    rate_khz = getattr(torch.cuda.get_device_properties(0), "clock_rate", None)
+    return rate_khz * 1e3 if rate_khz else 1.98e9      # H200 boost clock when torch does not report it
 
 
-def _profile(core, a, device, slots, w, ffn, gd, steps):
+def _profile(core, a, device, slots, w, gd, steps):
     """Top ops (self time) of ``steps`` more ESamp steps: where the per-step cost goes."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -91,17 +99,14 @@ def _profile(core, a, device, slots, w, ffn, gd, steps):
             x = torch.randn(a.rows, a.hidden, generator=gd, device=device)
             logits = x @ w.T
             noise = -torch.empty(a.rows, a.vocab, device=device).exponential_(generator=gd).log()
-            h_hat = core.predict(x, slots)
-            core.sample(logits, torch.ones(a.rows, device=device), torch.full((a.rows,), 40, device=device),
-                        torch.ones(a.rows, device=device), torch.zeros(a.rows, device=device),
-                        torch.full((a.rows,), 0.25, device=device), h_hat, noise=noise)
-            core.train(x, x, slots)
+            _esamp_step(core, a, device, slots, x, x, logits, noise)
         core.join()
         if device.type == "cuda":
             torch.cuda.synchronize()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return {"steps": steps, "by_cpu": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20),
             "by_device": prof.key_averages().table(sort_by=key, row_limit=12)}
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

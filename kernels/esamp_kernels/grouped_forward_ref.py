@@ -14,14 +14,10 @@ from .layout import LN_EPS, OUT_LN_BIAS, OUT_LN_WEIGHT, block_names
 
 
 def distiller_forward_ref(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int, out_ln: bool) -> torch.Tensor:
-    """x [R, H]; params without a slot dimension. Differentiable."""
-    h = x.float()
-    for k in range(blocks):
-        up, gate, bias, down = (params[n].float() for n in block_names(k))
-        h = h + (F.silu(h @ gate + bias) * (h @ up)) @ down
-    if out_ln:
-        h = F.layer_norm(h, (h.shape[-1],), params[OUT_LN_WEIGHT].float(), params[OUT_LN_BIAS].float(), LN_EPS)
-    return h.to(x.dtype)
+    """x [R, H]; params without a slot dimension. Differentiable. One distiller = ``distiller_forward_slots_ref``
+    with a single slot."""
+    return distiller_forward_slots_ref(x.unsqueeze(0), {k: v.unsqueeze(0) for k, v in params.items()}, blocks,
+                                       out_ln)[0]
 
 
 def grouped_distiller_forward_ref(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, torch.Tensor],

@@ -86,13 +86,10 @@ def split_methods(methods: List, workers: int) -> List[List]:
     return [methods[i::workers] for i in range(workers) if methods[i::workers]]
 
 
-def run_workers(runners: List[Runner], tasks, problems, subsets: List[List]):
+def run_workers(runners: List[Runner], tasks, problems, subsets: List[List], calls: MainThreadCalls):
     """One thread per server, each running its own methods' blocks, while this (main) thread serves their scoring
-    calls; the first error is raised after all stop."""
+    calls (``calls``, the runners' ``main_calls``); the first error is raised after all stop."""
     errors: List[BaseException] = []
-    calls = MainThreadCalls()
-    for r in runners:
-        r.main_calls = calls
 
     def work(runner, subset):
         try:
@@ -188,8 +185,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         with contextlib.ExitStack() as stack:
             bases = [stack.enter_context(server(args, out, i)) for i in range(args.workers)]
             clients = [ServerClient(b, timeout_s=args.request_timeout) for b in bases]
-            if not all(c.health() for c in clients):
-                log(f"no healthy server at {', '.join(b for b, c in zip(bases, clients) if not c.health())}")
+            sick = [b for b, c in zip(bases, clients) if not c.health()]
+            if sick:
+                log(f"no healthy server at {', '.join(sick)}")
                 return 2
             client, base = clients[0], bases[0]
             info = client.model_info()
@@ -198,9 +196,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or model_path)
+            calls = MainThreadCalls()
             runners = [Runner(c, cache, tokenizer, model_name, n=args.n, max_tokens=args.max_tokens,
                               concurrency=args.concurrency, progress=not args.no_progress,
-                              on_block=lambda blk, b=b: save_block(blk, b))
+                              on_block=lambda blk, b=b: save_block(blk, b), main_calls=calls)
                        for b, c in zip(bases, clients)]
             runner = runners[0]
             stats = client.esamp_stats() or {}
@@ -218,7 +217,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 (f", {args.workers} servers" if args.workers > 1 else ""))
             subsets = split_methods(accepted, args.workers)
             # each block is appended to blocks.jsonl as it ends
-            run_workers(runners[:len(subsets)], tasks, problems, subsets)
+            run_workers(runners[:len(subsets)], tasks, problems, subsets, calls)
             errors = []
             for r in runners:
                 skipped.update(r.skipped)
