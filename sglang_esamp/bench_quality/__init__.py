@@ -26,10 +26,10 @@ logs to ``OUTPUT/server.log``, and gets ``--esamp-warm-start shipped`` when a wa
 (SmolLM2-135M and Qwen2.5-Coder-0.5B today). For a model without one it starts without, and the warm-start arms are
 skipped with a message (they are also skipped against any server whose ``/esamp/stats`` shows no warm start, and a
 method whose requests the server rejects with HTTP 4xx is skipped with the server's message).
-``--workers N`` (with ``--model``) starts N such servers (logs ``server.log``, ``server-1.log``, ...) and splits the
-methods among them round-robin; each server still runs its methods' blocks one at a time, so a block's counters
-are its method's alone. On the 2-core CPU machines one Qwen-0.5B server leaves the cores half idle (a Python-bound
-scheduler), and two side by side gave ~1.7x the samples per hour (GSM8K, docs/quality.md).
+``--workers N`` (with ``--model``) starts N such servers (logs ``server.log``, ``server-1.log``, ...); each runs one
+block (a task x a method) at a time, so a block's counters are its method's alone, and pulls the next unstarted
+block, in ``--methods`` order, when it finishes one (blocks differ in cost, and a fixed split idled a server). On
+the 2-core CPU machines one Qwen-0.5B server leaves the cores half idle (a Python-bound scheduler), and two side by side gave ~1.7x the samples per hour (GSM8K, docs/quality.md).
 Set OMP_NUM_THREADS=1 SGLANG_USE_CPU_ENGINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 on CPU machines.
 
 Flags: ``--tasks humaneval,gsm8k,open`` · ``--limit N`` (first N problems of each task) · ``--n`` (samples per

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import json
@@ -45,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="output directory (cache, results, plots)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (ESamp: at most the bank slots)")
     p.add_argument("--workers", type=int, default=1,
-                   help="with --model: start this many servers side by side and split the methods among them "
-                        "(each server runs its methods' blocks one at a time, as one server does). On a CPU whose "
-                        "cores one server cannot fill, 2 gave ~1.7x the samples per hour; their blocks share the "
-                        "machine, so tokens/s comes from blocks run with one worker where there are any")
+                   help="with --model: start this many servers side by side, each running one block (task x method) "
+                        "at a time and pulling the next when it ends. On a CPU whose cores one server cannot fill, "
+                        "2 gave ~1.7x the samples per hour; their blocks share the machine, so tokens/s comes from blocks "
+                        "run with one worker where there are any")
     p.add_argument("--baseline", default="t1.0", help="method the paired differences are taken against")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for standard errors")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
@@ -81,23 +82,28 @@ def server(args, out: Path, index: int = 0):
         yield args.base_url
 
 
-def split_methods(methods: List, workers: int) -> List[List]:
-    """Round-robin in the given order, so each server gets a similar share of the arms."""
-    return [methods[i::workers] for i in range(workers) if methods[i::workers]]
-
-
-def run_workers(runners: List[Runner], tasks, problems, subsets: List[List], calls: MainThreadCalls):
-    """One thread per server, each running its own methods' blocks, while this (main) thread serves their scoring
-    calls (``calls``, the runners' ``main_calls``); the first error is raised after all stop."""
+def run_workers(runners: List[Runner], tasks, problems, methods: List, calls: MainThreadCalls):
+    """One thread per server runs blocks (a task x a method) one at a time, while this (main) thread serves their
+    scoring calls (``calls``, the runners' ``main_calls``). Server i starts with the i-th block and then pulls the
+    next unstarted one, in the given order, whenever it finishes one: blocks differ in cost (min-p is slower, cached
+    problems cost nothing), and a fixed split left one server idle while the other still had blocks to run. The
+    first error is raised after all stop."""
+    blocks = [(task, method) for task in tasks for method in methods]
+    pending = collections.deque(blocks[len(runners):])
+    lock = threading.Lock()
     errors: List[BaseException] = []
 
-    def work(runner, subset):
+    def work(runner, block):
         try:
-            runner.run(tasks, problems, subset)
+            while block is not None:
+                task, method = block
+                runner.run([task], problems, [method])
+                with lock:
+                    block = pending.popleft() if pending else None
         except BaseException as e:     # noqa: BLE001 -- re-raised in the caller's thread
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(r, m), daemon=True) for r, m in zip(runners, subsets)]
+    threads = [threading.Thread(target=work, args=(r, b), daemon=True) for r, b in zip(runners, blocks)]
     for t in threads:
         t.start()
     calls.serve(done=lambda: not any(t.is_alive() for t in threads))
@@ -215,9 +221,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 f"max_tokens={args.max_tokens}, problems: " +
                 ", ".join(f"{k} {len(v)}" for k, v in problems.items()) +
                 (f", {args.workers} servers" if args.workers > 1 else ""))
-            subsets = split_methods(accepted, args.workers)
             # each block is appended to blocks.jsonl as it ends
-            run_workers(runners[:len(subsets)], tasks, problems, subsets, calls)
+            run_workers(runners, tasks, problems, accepted, calls)
             errors = []
             for r in runners:
                 skipped.update(r.skipped)

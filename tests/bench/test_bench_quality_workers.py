@@ -1,14 +1,56 @@
 """bench_quality --workers 2: two self-started SmolLM2 servers side by side, the methods split between them (CI smoke
 test of the mechanics; no statistical assertion)."""
 import json
+import threading
 
 import pytest
 
 PLAIN, ESAMP = "t1.0", "esamp_b0.25_random"
 
 
+class _BlockLog:
+    """Stands in for a server's Runner in the scheduling test: records the blocks it is given; the "slow" block
+    waits until the other server has run the last one, which it can only do by pulling it from the shared queue."""
+
+    def __init__(self, name, ran, last_done):
+        self.name, self.ran, self.last_done = name, ran, last_done
+
+    def run(self, tasks, problems, methods):
+        for task in tasks:
+            for method in methods:
+                if method == "fail":
+                    raise RuntimeError("block failed")
+                if method == "slow":
+                    assert self.last_done.wait(timeout=20), "the other server never pulled the remaining blocks"
+                self.ran.append((self.name, task, method))
+                if method == "last":
+                    self.last_done.set()
+
+
+def test_a_server_that_finishes_early_pulls_the_remaining_blocks_instead_of_idling():
+    from sglang_esamp.bench_quality.cli import run_workers
+    from sglang_esamp.bench_quality.runner import MainThreadCalls
+
+    ran, last_done = [], threading.Event()
+    runners = [_BlockLog("s0", ran, last_done), _BlockLog("s1", ran, last_done)]
+    run_workers(runners, ["gsm8k"], {}, ["slow", "cached", "mid", "last"], MainThreadCalls())
+    assert sorted(m for _, _, m in ran) == ["cached", "last", "mid", "slow"]         # each block once
+    assert [(s, m) for s, _, m in ran] == [("s1", "cached"), ("s1", "mid"), ("s1", "last"), ("s0", "slow")]
+
+
+def test_a_failing_server_stops_but_the_others_finish_the_queue_and_the_error_is_raised():
+    from sglang_esamp.bench_quality.cli import run_workers
+    from sglang_esamp.bench_quality.runner import MainThreadCalls
+
+    ran, last_done = [], threading.Event()
+    runners = [_BlockLog("s0", ran, last_done), _BlockLog("s1", ran, last_done)]
+    with pytest.raises(RuntimeError, match="block failed"):
+        run_workers(runners, ["gsm8k"], {}, ["fail", "a", "b", "last"], MainThreadCalls())
+    assert [(s, m) for s, _, m in ran] == [("s1", "a"), ("s1", "b"), ("s1", "last")]
+
+
 @pytest.mark.slow
-def test_two_workers_split_the_methods_and_keep_each_blocks_counters_its_own(tmp_path):
+def test_two_workers_run_a_method_each_and_keep_each_blocks_counters_its_own(tmp_path):
     from sglang_esamp.bench_quality.cli import main
 
     out = tmp_path / "out"
