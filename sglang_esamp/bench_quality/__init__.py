@@ -29,7 +29,8 @@ method whose requests the server rejects with HTTP 4xx is skipped with the serve
 ``--workers N`` (with ``--model``) starts N such servers (logs ``server.log``, ``server-1.log``, ...); each runs one
 block (a task x a method) at a time, so a block's counters are its method's alone, and pulls the next unstarted
 block, in ``--methods`` order, when it finishes one (blocks differ in cost, and a fixed split idled a server). On
-the 2-core CPU machines one Qwen-0.5B server leaves the cores half idle (a Python-bound scheduler), and two side by side gave ~1.7x the samples per hour (GSM8K, docs/quality.md).
+the 2-core CPU machines one Qwen-0.5B server leaves the cores half idle (a Python-bound scheduler), and two side by
+side gave ~1.7x the samples per hour (GSM8K, docs/quality.md).
 Set OMP_NUM_THREADS=1 SGLANG_USE_CPU_ENGINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 on CPU machines.
 
 Flags: ``--tasks humaneval,gsm8k,open`` · ``--limit N`` (first N problems of each task) · ``--n`` (samples per

@@ -1,5 +1,5 @@
-"""bench_quality --workers 2: two self-started SmolLM2 servers side by side, the methods split between them (CI smoke
-test of the mechanics; no statistical assertion)."""
+"""bench_quality --workers: how servers pull blocks (task x method) from one queue, and two self-started SmolLM2
+servers side by side (CI smoke test of the mechanics; no statistical assertion)."""
 import json
 import threading
 
