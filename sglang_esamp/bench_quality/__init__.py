@@ -46,11 +46,14 @@ Methods (methods.py; stable short names, all at T = 1 unless named otherwise)
 ``t0.6 t0.8 t1.0 t1.2`` plain sampling, the temperature sweep (no filter) · ``topp0.95`` · ``minp0.1`` ·
 ``sharpen_b{β}[_minp0.1]`` the sharpening control: ``(1+β)·ℓ/T`` on the same candidates, no distiller term and no
 distiller slot (``esamp = {"beta": β, "sharpen_only": true}``) · ``esamp_b{β}_{random|warm}[_minp0.1]`` ESamp with
-the distiller initialised randomly or from the server's warm start (``esamp = {"beta": β, "init": ...}``).
-Any name of that grammar works (e.g. ``esamp_b2_random``, ``t0.7``). Presets:
+the distiller initialised randomly or from the server's warm start (``esamp = {"beta": β, "init": ...}``) ·
+``anchor`` the authors' starter filters without ESamp (T 0.8, top-p 0.95, min-p 0.1). The sharpening and ESamp
+names take a filter suffix: ``_anchor`` (those three) or ``_t{T}``, ``_topp{p}``, ``_minp{p}`` in that order.
+Any name of that grammar works (e.g. ``esamp_b2_random``, ``t0.7``, ``esamp_b0.8_warm_anchor``). Presets:
 ``default`` = t1.0, t0.8, minp0.1, sharpen_b0.25, esamp_b0.25_random, esamp_b0.25_warm (the doc subset);
 ``sweep`` = the four temperatures; ``baselines`` = sweep + topp0.95, minp0.1, sharpen_b0.25, sharpen_b0.25_minp0.1;
-``esamp`` = β ∈ {0.1, 0.25, 0.5, 1.0} × {random, warm} × {no filter, min-p 0.1}; ``all`` = baselines + esamp.
+``esamp`` = β ∈ {0.1, 0.25, 0.5, 1.0} × {random, warm} × {no filter, min-p 0.1}; ``authors`` = anchor,
+esamp_b0.8_random_anchor, esamp_b0.8_warm_anchor, esamp_b0.25_random_minp0.1; ``all`` = baselines + esamp.
 
 Tasks (tasks.py)
 ----------------

@@ -1,15 +1,18 @@
 """Sampling methods: stable short names <-> the request's sampling parameters (and its ``esamp`` value).
 
 Grammar of a name (every name that parses is a method; the lists below are presets):
-  ``t{T}``                          plain sampling at temperature T (no filter)
+  ``t{T}[{filters}]``               plain sampling at temperature T (no filter unless suffixed)
   ``topp{p}``                       T=1, top-p p
   ``minp{p}``                       T=1, min-p p
-  ``sharpen_b{beta}[_minp{p}]``     the sharpening control: (1+beta)*l/T on the same candidates, no distiller term
+  ``anchor``                        the authors' starter filters without ESamp: T 0.8, top-p 0.95, min-p 0.1
+  ``sharpen_b{beta}[{filters}]``    the sharpening control: (1+beta)*l/T on the same candidates, no distiller term
                                     (``esamp = {"beta": beta, "sharpen_only": true}``)
-  ``esamp_b{beta}_{random|warm}[_minp{p}]``
-                                    ESamp at T=1, distiller initialised randomly or from the server's warm start
+  ``esamp_b{beta}_{random|warm}[{filters}]``
+                                    ESamp, distiller initialised randomly or from the server's warm start
                                     (``esamp = {"beta": beta, "init": "random" | "warm"}``)
-Presets: ``default`` (the doc subset), ``sweep`` (temperatures), ``baselines``, ``esamp``, ``all``.
+  ``{filters}`` = ``_anchor`` (T 0.8, top-p 0.95, min-p 0.1: ESamp behind the authors' filters) or any of
+  ``_t{T}``, ``_topp{p}``, ``_minp{p}`` in that order (unset: T 1, no filter).
+Presets: ``default`` (the doc subset), ``sweep`` (temperatures), ``baselines``, ``esamp``, ``authors``, ``all``.
 """
 from __future__ import annotations
 
@@ -79,14 +82,38 @@ def _fmt(x: float) -> str:
     return f"{x:g}" if "." in f"{x:g}" else f"{x:.1f}"
 
 
+ANCHOR = {"temperature": 0.8, "top_p": 0.95, "min_p": 0.1}    # tLLM's starter filters (DESIGN.md reference)
+_P = r"(0?\.\d+|1(\.0+)?)"
+_FILTERS = rf"(?P<anchor>_anchor)?(_t(?P<t>\d+(\.\d+)?))?(_topp(?P<topp>{_P}))?(_minp(?P<minp>0?\.\d+))?$"
+
+
+def _filters(m) -> dict:
+    """The filter suffix of a name -> Method fields (``_anchor`` alone, or ``_t/_topp/_minp`` in that order)."""
+    if m["anchor"]:
+        if m["t"] or m["topp"] or m["minp"]:
+            raise ValueError("'_anchor' already sets T, top-p and min-p; do not add _t/_topp/_minp to it")
+        return dict(ANCHOR)
+    out = {}
+    if m["t"]:
+        out["temperature"] = _num(m["t"])
+    if m["topp"]:
+        out["top_p"] = _num(m["topp"])
+    if m["minp"]:
+        out["min_p"] = _num(m["minp"])
+    return out
+
+
 _PATTERNS = [
-    (re.compile(r"^t(?P<t>\d+(\.\d+)?)$"), lambda m: Method("", "plain", temperature=_num(m["t"]))),
-    (re.compile(r"^topp(?P<p>0?\.\d+|1(\.0+)?)$"), lambda m: Method("", "plain", top_p=_num(m["p"]))),
+    (re.compile(r"^anchor$"), lambda m: Method("", "plain", **ANCHOR)),
+    (re.compile(rf"^t(?P<t0>\d+(\.\d+)?)(_topp(?P<topp>{_P}))?(_minp(?P<minp>0?\.\d+))?$"),
+     lambda m: Method("", "plain", temperature=_num(m["t0"]), top_p=_num(m["topp"]) if m["topp"] else 1.0,
+                      min_p=_num(m["minp"]) if m["minp"] else 0.0)),
+    (re.compile(rf"^topp(?P<p>{_P})$"), lambda m: Method("", "plain", top_p=_num(m["p"]))),
     (re.compile(r"^minp(?P<p>0?\.\d+)$"), lambda m: Method("", "plain", min_p=_num(m["p"]))),
-    (re.compile(r"^sharpen_b(?P<b>\d+(\.\d+)?)(_minp(?P<p>0?\.\d+))?$"),
-     lambda m: Method("", "sharpen", beta=_num(m["b"]), min_p=_num(m["p"]) if m["p"] else 0.0)),
-    (re.compile(r"^esamp_b(?P<b>\d+(\.\d+)?)_(?P<init>random|warm)(_minp(?P<p>0?\.\d+))?$"),
-     lambda m: Method("", "esamp", beta=_num(m["b"]), init=m["init"], min_p=_num(m["p"]) if m["p"] else 0.0)),
+    (re.compile(r"^sharpen_b(?P<b>\d+(\.\d+)?)" + _FILTERS),
+     lambda m: Method("", "sharpen", beta=_num(m["b"]), **_filters(m))),
+    (re.compile(r"^esamp_b(?P<b>\d+(\.\d+)?)_(?P<init>random|warm)" + _FILTERS),
+     lambda m: Method("", "esamp", beta=_num(m["b"]), init=m["init"], **_filters(m))),
 ]
 
 
@@ -99,9 +126,11 @@ def parse_method(name: str) -> Method:
                 raise ValueError(f"method {name!r}: temperature must be in (0, 4]")
             if method.beta is not None and not 0.0 <= method.beta <= 4.0:
                 raise ValueError(f"method {name!r}: beta must be in [0, 4]")
+            if not 0.0 < method.top_p <= 1.0 or not 0.0 <= method.min_p < 1.0:
+                raise ValueError(f"method {name!r}: top-p must be in (0, 1] and min-p in [0, 1)")
             return method
     raise ValueError(f"unknown method {name!r}; names look like t1.0, topp0.95, minp0.1, sharpen_b0.25, "
-                     f"sharpen_b0.25_minp0.1, esamp_b0.25_random, esamp_b0.25_warm_minp0.1 "
+                     f"sharpen_b0.25_minp0.1, esamp_b0.25_random, esamp_b0.25_warm_minp0.1, anchor, esamp_b0.8_warm_anchor "
                      f"(or a preset: {', '.join(PRESETS)})")
 
 
@@ -115,6 +144,8 @@ PRESETS: Dict[str, List[str]] = {
     "baselines": [f"t{_fmt(t)}" for t in TEMPERATURES] + ["topp0.95", "minp0.1", "sharpen_b0.25",
                                                           "sharpen_b0.25_minp0.1"],
     "esamp": _esamp_names(),
+    # the authors' configuration (ESamp behind tLLM's starter filters) and ESamp behind min-p alone
+    "authors": ["anchor", "esamp_b0.8_random_anchor", "esamp_b0.8_warm_anchor", "esamp_b0.25_random_minp0.1"],
 }
 PRESETS["all"] = PRESETS["baselines"] + PRESETS["esamp"]
 

@@ -1,0 +1,43 @@
+"""Method names <-> sampling parameters (bench_quality/methods.py): the authors' filter grammar."""
+import pytest
+
+from sglang_esamp.bench_quality.methods import ANCHOR, PRESETS, parse_method, resolve_methods
+
+
+def test_anchor_is_the_authors_filters_without_esamp():
+    m = parse_method("anchor")
+    assert (m.family, m.temperature, m.top_p, m.min_p) == ("plain", 0.8, 0.95, 0.1)
+    sp = m.sampling_params(512, 8)
+    assert (sp["temperature"], sp["top_p"], sp["min_p"]) == (0.8, 0.95, 0.1) and "esamp" not in sp
+    assert not m.is_temperature_sweep
+
+
+@pytest.mark.parametrize("init", ["random", "warm"])
+def test_esamp_behind_the_anchor_filters(init):
+    m = parse_method(f"esamp_b0.8_{init}_anchor")
+    assert (m.beta, m.init) == (0.8, init)
+    assert {k: getattr(m, k) for k in ANCHOR} == ANCHOR
+    assert m.sampling_params(64, 8)["esamp"] == {"beta": 0.8, "init": init}
+
+
+def test_filter_suffixes_in_order_and_old_names_keep_their_settings():
+    m = parse_method("esamp_b1_random_t0.8_topp0.9_minp0.05")
+    assert (m.temperature, m.top_p, m.min_p) == (0.8, 0.9, 0.05)
+    assert parse_method("t0.8_topp0.95").top_p == 0.95
+    # names that existed before the grammar grew map to the same settings (the cache key of committed samples)
+    assert parse_method("esamp_b0.25_random_minp0.1").settings() == {
+        "family": "esamp", "temperature": 1.0, "top_p": 1.0, "min_p": 0.1, "beta": 0.25, "init": "random"}
+    assert parse_method("sharpen_b0.25").settings()["min_p"] == 0.0
+
+
+@pytest.mark.parametrize("bad", ["esamp_b0.8_warm_anchor_minp0.1", "t0.8_minp0.1_topp0.9", "esamp_b0.8_anchor",
+                                 "t0.8_topp1.5"])
+def test_bad_names_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_method(bad)
+
+
+def test_authors_preset():
+    names = [m.name for m in resolve_methods("authors")]
+    assert names == PRESETS["authors"] == ["anchor", "esamp_b0.8_random_anchor", "esamp_b0.8_warm_anchor",
+                                           "esamp_b0.25_random_minp0.1"]
