@@ -33,7 +33,8 @@ def run(mode, a, device, profile_steps=0):
     core = None
     if mode != "off":
         core = ESampCore(ESampConfig(bank_slots=a.slots, update_mode=mode), a.hidden, w, None, device)
-        slots = torch.tensor([core.acquire(f"g{i % a.slots}") for i in range(a.rows)], device=device)
+        held = [core.acquire_slot() for _ in range(a.slots)]
+        slots = torch.tensor([held[i % a.slots] for i in range(a.rows)], device=device)
     tokens = []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     # a replayed CUDA graph: one GPU-busy kernel, the host free
@@ -58,7 +59,7 @@ def run(mode, a, device, profile_steps=0):
             continue
         tokens.append(_esamp_step(core, a, device, slots, src, tgt, logits, noise))
     if core is not None:
-        core.join()
+        core.wait_for_update()
     sync()
     dt = (time.perf_counter() - t0) / a.steps
     result = {"ms_per_step": 1e3 * dt}
@@ -100,7 +101,7 @@ def _profile(core, a, device, slots, w, gd, steps):
             logits = x @ w.T
             noise = -torch.empty(a.rows, a.vocab, device=device).exponential_(generator=gd).log()
             _esamp_step(core, a, device, slots, x, x, logits, noise)
-        core.join()
+        core.wait_for_update()
         if device.type == "cuda":
             torch.cuda.synchronize()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from sglang_esamp.algo.taps import TapSpec
+from sglang_esamp.algo.tap_spec import TapSpec
 from sglang_esamp.runtime import step_state
 from sglang_esamp.runtime.tap_buffers import TapBuffers
 from sglang_esamp.runtime.taps import TapSet
@@ -102,7 +102,8 @@ def expected(toy, ids, pos):
 
 def esamp_step(rows, device):
     r = torch.tensor(rows, device=device)
-    return step_state.ESampStep(rows=r, slots=r * 0, betas=r.float(), novelty=r.float(), members=[None] * len(rows))
+    return step_state.ESampStep(runtime=None, rows=r, slots=r * 0, betas=r.float(), distiller_coef=r.float(),
+                                members=[None] * len(rows))
 
 
 def close(a, b):

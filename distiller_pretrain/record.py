@@ -108,7 +108,7 @@ def record(args) -> dict:
     import torch
     from tqdm import tqdm
 
-    from sglang_esamp.algo.taps import tap_spec
+    from sglang_esamp.algo.tap_spec import tap_spec
     from sglang_esamp.models import model_fingerprint, resolve_model
 
     torch.set_num_threads(args.threads)

@@ -1,14 +1,16 @@
 """Every SGLang symbol ESamp relies on (sglang==0.5.23), in one place; ``tests/runtime/test_hooks_contract.py``
 checks every entry and fails loudly if one moves or changes.
 
-This module is the composition root: it wires the scheduler-side adapter (``runtime/``) and the server-process side
+This module is the composition root: it wires the scheduler side (``runtime/``) and the server-process side
 (``serve/``) into SGLang through its plugin ``HookRegistry``; those two packages never import each other.
-Four kinds of reliance, each a table below:
-  HOOKS      functions we hook (BEFORE/AFTER/AROUND), with our function as "module:attr" under sglang_esamp
-             (imported lazily so this module stays import-light) and the leading parameters the hook relies on;
+Four kinds of reliance:
+  HOOKS      functions we hook (BEFORE/AFTER/AROUND). Each hook body declares its target next to its code
+             (``wire.hookspec.hook``); the list is collected from the shim modules below, so every entry holds
+             the function object (go-to-definition and the import graph see it);
   OVERRIDES  methods (some private) that our subclasses override, with their leading parameters;
   CALLS      functions and methods we call or wrap on instances (taps), with the parameters we pass or read;
   ATTRIBUTES attributes we read on SGLang objects (fields, instance attributes set in ``__init__``).
+The shim modules import no SGLang at module level (SGLang registers plugins early in every process).
 """
 from __future__ import annotations
 
@@ -16,24 +18,18 @@ import importlib
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Tuple
+
+from .runtime import shims as scheduler_shims
+from .serve import http_routes, tokenizer_hooks
+from .wire.hookspec import AFTER, hook, hooks_of
 
 logger = logging.getLogger("sglang_esamp")
 
 _MR = "sglang.srt.model_executor.model_runner.ModelRunner"
 _TM = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
-_SCHED = "sglang.srt.managers.scheduler.Scheduler"
 _STREAMER = "sglang.srt.managers.scheduler_components.output_streamer.SchedulerOutputStreamer"
 _WU = "sglang.srt.model_executor.model_runner_components.weight_updater.WeightUpdater"
-
-
-@dataclass(frozen=True)
-class Hook:
-    path: str                 # sglang dotted path
-    kind: str                 # BEFORE | AFTER | AROUND
-    hook: str                 # "module:function" under sglang_esamp
-    params: Tuple[str, ...]   # leading parameter names of the SGLang function we rely on
-    why: str
 
 
 @dataclass(frozen=True)
@@ -50,45 +46,18 @@ class Attribute:
     why: str
 
 
-HOOKS = (
-    Hook(f"{_MR}.load_model", "AFTER", "hooks:after_load_model", ("self",),
-         "build ESampRuntime (taps, bank) once the served model is loaded"),
-    Hook("sglang.srt.model_executor.forward_batch_info.ForwardBatch.init_new", "AFTER", "hooks:after_init_new",
-         ("cls", "batch", "model_runner"), "1. plan: map decode rows to requests and their group slots"),
-    Hook(f"{_MR}.sample", "AROUND", "runtime.step:sample_step", ("self", "logits_output", "forward_batch"),
-         "3.-5. predict -> reweighted sampling -> train, per decode step"),
-    Hook("sglang.srt.layers.sampler.create_sampler", "AROUND", "hooks:around_create_sampler", ("backend",),
-         "serve ESampSampler for whatever sampling backend SGLang resolved"),
-    Hook("sglang.srt.mem_cache.common.release_kv_cache", "AFTER", "hooks:after_release_kv_cache",
-         ("req", "tree_cache"), "6. leave: a finished or aborted request leaves its group"),
-    Hook(f"{_SCHED}._add_request_to_queue", "BEFORE", "hooks:before_add_request_to_queue", ("self", "req"),
-         "parse the member on arrival: seeded siblings take their streams in the order SGLang sent them"),
-    Hook(f"{_SCHED}.send_abort_output", "AFTER", "hooks:after_send_abort_output", ("self", "abort_req", "req"),
-         "6. leave: a request ended outside the output stream (aborted while queued, by retraction, rejected)"),
-    Hook(f"{_SCHED}.get_output_streamer_class", "AFTER", "runtime.output:output_streamer_class", ("self",),
-         "attach meta_info.esamp to responses"),
-    Hook(f"{_SCHED}.get_internal_state", "AFTER", "hooks:after_internal_state", ("self", "recv_req"),
-         "expose ESamp counters through SGLang's internal-state RPC (/esamp/stats)"),
-    Hook(f"{_WU}.update_weights_from_disk", "AFTER", "runtime.weights:after_disk_update", ("self", "model_path"),
-         "weights replaced from disk: read the LM head again; keep the warm start only if it fits the new checkpoint"),
-    Hook(f"{_WU}.update_weights_from_tensor", "AFTER", "runtime.weights:after_tensor_update",
-         ("self", "named_tensors"), "weights replaced in memory: read the LM head again, drop the warm start"),
-    Hook(f"{_WU}.load_weights_from_distributed", "AFTER", "runtime.weights:after_tensor_update",
-         ("self", "named_tensors"), "weights broadcast by a trainer: as update_weights_from_tensor"),
-    Hook(f"{_WU}.update_weights_from_ipc", "AFTER", "runtime.weights:after_tensor_update", ("self", "recv_req"),
-         "weights handed over by IPC: as update_weights_from_tensor"),
-    Hook(f"{_WU}.end_weight_update", "AFTER", "runtime.weights:after_end_update", ("self",),
-         "a weight-update session ends (weights post-processed): read the LM head again"),
-    Hook(f"{_TM}._create_tokenized_object", "BEFORE", "serve.tokenizer_hooks:before_tokenize", ("self", "obj"),
-         "accept sampling_params.esamp; validate"),
-    Hook(f"{_TM}._create_tokenized_object", "AFTER", "serve.tokenizer_hooks:after_tokenize", ("self", "obj"),
-         "stamp the request group shared by n siblings"),
-    Hook(f"{_TM}.update_request_meta_info", "AROUND", "serve.tokenizer_hooks:set_meta_info",
-         ("self", "meta_info", "state", "customized_info", "index", "finish_reason"),
-         "meta_info.esamp is a dict, not an accumulated list"),
-    Hook("sglang.srt.entrypoints.http_server.launch_server", "BEFORE", "serve.http_routes:before_launch_http",
-         ("server_args",), "add /esamp/stats and the esamp body middleware to SGLang's app"),
-)
+@hook(f"{_MR}.load_model", AFTER, ("self",), "build ESampRuntime (taps, bank, group table) once the model is loaded")
+def after_load_model(result, self, *args, **kwargs):
+    """Joins both sides: the config handed over by the launching process (wire) builds the scheduler's runtime."""
+    from .runtime.esamp_runtime import attach
+    from .wire.handoff import config_from_env, config_given
+
+    strict = config_given()
+    if strict:
+        check_hooks_applied()
+    attach(self, config_from_env(), strict=strict)
+    return result
+
 
 OVERRIDES = (
     Signature("sglang.srt.layers.sampler.Sampler._preprocess_logits", ("self", "logits", "sampling_info"),
@@ -106,11 +75,11 @@ CALLS = (
     Signature("sglang.srt.layers.logits_processor.LogitsProcessor.forward",
               ("self", "input_ids", "hidden_states", "lm_head", "logits_metadata"),
               "runtime.taps: a forward pre-hook reads hidden_states (arg 1)"),
-    Signature("sglang.srt.managers.schedule_batch.Req.finished", ("self",), "runtime.step.request_left"),
+    Signature("sglang.srt.managers.schedule_batch.Req.finished", ("self",), "runtime.shims.after_release_kv_cache"),
     Signature(f"{_TM}.get_internal_state", ("self",), "serve.http_routes: /esamp/stats"),
     Signature("sglang.srt.entrypoints.http_server.get_global_state", (), "serve.http_routes: /esamp/stats"),
     Signature("sglang.srt.runtime_context.get_server_args", (), "runtime.metrics: --enable-metrics"),
-    Signature("sglang.srt.runtime_context.get_parallel", (), "runtime.runtime: this scheduler's DP rank"),
+    Signature("sglang.srt.runtime_context.get_parallel", (), "runtime.esamp_runtime: this scheduler's DP rank"),
     Signature("sglang.srt.plugins.hook_registry.HookRegistry.register", ("cls", "target", "hook", "hook_type"),
               "install()"),
     Signature("sglang.launch_server.run_server", ("server_args",), "sglang_esamp.launch_server"),
@@ -123,16 +92,16 @@ ATTRIBUTES = (
     Attribute("sglang.srt.models.llama.LlamaDecoderLayer", ("attn_boundary",), "runtime.taps (shallow tap)"),
     Attribute("sglang.srt.models.qwen2.Qwen2DecoderLayer", ("attn_boundary",), "runtime.taps (shallow tap)"),
     Attribute("sglang.srt.models.llama.LlamaForCausalLM", ("model", "lm_head", "logits_processor", "config"),
-              "runtime.taps / runtime.runtime: layers, LM-head weight, final-norm tap"),
+              "runtime.taps / runtime.esamp_runtime: layers, LM-head weight, final-norm tap"),
     Attribute("sglang.srt.models.llama.LlamaModel", ("layers",), "runtime.taps"),
     Attribute("sglang.srt.models.qwen2.Qwen2ForCausalLM", ("model", "lm_head", "logits_processor", "config"),
-              "runtime.taps / runtime.runtime"),
+              "runtime.taps / runtime.esamp_runtime"),
     Attribute("sglang.srt.models.qwen2.Qwen2Model", ("layers",), "runtime.taps"),
     Attribute("sglang.srt.models.qwen3.Qwen3DecoderLayer", ("attn_boundary",), "runtime.taps (shallow tap)"),
     Attribute("sglang.srt.models.gemma3_causal.Gemma3DecoderLayer", ("input_layernorm",),
               "runtime.taps: the input-norm form of the shallow tap (no attn_boundary)"),
     Attribute("sglang.srt.models.gemma3_causal.Gemma3ForCausalLM", ("model", "lm_head", "logits_processor"),
-              "runtime.taps / runtime.runtime"),
+              "runtime.taps / runtime.esamp_runtime"),
     Attribute("sglang.srt.layers.logits_processor.LogitsProcessor", ("final_logit_softcapping", "logit_scale"),
               "runtime.taps.check_logits_processor: models whose logits ESamp's W . h_hat would not match"),
     Attribute("sglang.srt.model_executor.forward_batch_info.ForwardBatch",
@@ -142,15 +111,15 @@ ATTRIBUTES = (
               ("temperatures", "top_ks", "top_ps", "min_ps"), "runtime.sampler: the rows' own filters"),
     Attribute("sglang.srt.managers.schedule_batch.ScheduleBatch", ("reqs", "forward_mode"), "runtime.step"),
     Attribute("sglang.srt.managers.schedule_batch.Req", ("rid", "sampling_params", "origin_input_ids"),
-              "runtime.groups (origin_input_ids: a seeded member's prompt length and stream key)"),
+              "runtime.members (origin_input_ids: a seeded member's prompt length and stream key)"),
     Attribute("sglang.srt.sampling.sampling_params.SamplingParams", ("custom_params", "n", "sampling_seed"),
               "where esamp travels (wire.request); sampling_seed: seeded ESamp rows (algo.seeded_noise)"),
-    Attribute(_WU, ("get_model_runner",), "runtime.weights: is this the served model's updater"),
+    Attribute(_WU, ("get_model_runner",), "runtime.shims: is this the served model's updater"),
     Attribute("sglang.srt.layers.vocab_parallel_embedding.VocabParallelEmbedding",
-              ("tp_size", "tp_group", "shard_indices"), "runtime.runtime: the LM head's vocabulary slice under TP"),
+              ("tp_size", "tp_group", "shard_indices"), "runtime.esamp_runtime: the LM head's vocabulary slice under TP"),
     Attribute("sglang.srt.layers.vocab_parallel_embedding.VocabParallelEmbeddingShardIndices",
               ("org_vocab_start_index", "org_vocab_end_index"), "algo.vocab_shard: which token ids a rank holds"),
-    Attribute(_MR, ("model", "model_config", "is_draft_worker", "server_args"), "runtime.runtime.attach"),
+    Attribute(_MR, ("model", "model_config", "is_draft_worker", "server_args"), "runtime.esamp_runtime.attach"),
     Attribute("sglang.srt.server_args.ServerArgs",
               ("disable_cuda_graph", "speculative_algorithm", "enable_deterministic_inference", "enable_mixed_chunk",
                "pp_size", "dp_size"), "wire.modes: modes refused at startup; dp_size: wire.placement"),
@@ -161,11 +130,6 @@ ATTRIBUTES = (
     Attribute("sglang.srt.configs.model_config.ModelConfig", ("model_path",), "warm-start fingerprint"),
     Attribute("sglang.srt.entrypoints.http_server", ("app",), "serve.http_routes.install_routes"),
 )
-
-
-def resolve_hook(spec: str) -> Callable:
-    module, attr = spec.split(":")
-    return getattr(importlib.import_module(f"sglang_esamp.{module}"), attr)
 
 
 def resolve(path: str):
@@ -194,7 +158,7 @@ def install():
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     for t in HOOKS:
-        HookRegistry.register(t.path, _lazy(t.hook), getattr(HookType, t.kind))
+        HookRegistry.register(t.path, t.fn, getattr(HookType, t.kind))
 
 
 class HookNotAppliedError(RuntimeError):
@@ -220,89 +184,5 @@ def check_hooks_applied(patched=None) -> None:
             "ESamp; run without the plugin with SGLANG_ESAMP=0.")
 
 
-def _lazy(spec: str) -> Callable:
-    fn = None
-
-    def call(*args, **kwargs):
-        nonlocal fn
-        if fn is None:
-            fn = resolve_hook(spec)
-        return fn(*args, **kwargs)
-    call.__name__ = spec.replace(":", ".")
-    return call
-
-
-# -- small hook bodies that join the two sides (the logic lives in the modules they call) ------------------------
-def after_load_model(result, self, *args, **kwargs):
-    from .runtime.runtime import attach
-    from .wire.handoff import config_from_env, config_given
-
-    strict = config_given()
-    if strict:
-        check_hooks_applied()
-    attach(self, config_from_env(), strict=strict)
-    return result
-
-
-def after_init_new(result, *args, **kwargs):
-    from .runtime.step import plan_rows
-
-    batch = kwargs.get("batch", args[1] if len(args) > 1 else None)
-    plan_rows(result, batch)
-    return result
-
-
-def around_create_sampler(original, *args, **kwargs):
-    from sglang.srt.layers.sampler import Sampler
-
-    from .runtime.sampler import ESampSampler
-
-    sampler = original(*args, **kwargs)
-    if type(sampler) is Sampler:
-        return ESampSampler()
-    message = (f"ESamp wraps SGLang's built-in Sampler only, but the sampling backend gave "
-               f"{type(sampler).__name__} (--sampling-backend): its rows would sample without ESamp")
-    from .wire.handoff import config_given
-
-    if config_given():
-        from .wire.modes import UnsupportedModeError
-
-        raise UnsupportedModeError(message + "; use a built-in --sampling-backend or run with SGLANG_ESAMP=0")
-    logger.warning("%s -- serving without ESamp", message)
-    return sampler
-
-
-def after_release_kv_cache(result, req, *args, **kwargs):
-    from .runtime.step import request_left
-
-    request_left(req)
-    return result
-
-
-def before_add_request_to_queue(self, req, *args, **kwargs):
-    from .runtime.runtime import current_runtime
-
-    rt = current_runtime()
-    if rt is not None:
-        # SGLang sends the n siblings of a request in order, but may schedule them in another (queue policy,
-        # retraction): parsing here, not at the first forward, ties a seeded sibling's stream to its index
-        rt.members.member_of(req)
-    return None
-
-
-def after_send_abort_output(result, self, abort_req, req, *args, **kwargs):
-    from .runtime.step import request_left
-
-    request_left(req, ended=True)
-    return result
-
-
-def after_internal_state(result, self, *args, **kwargs):
-    from .runtime.runtime import current_runtime
-
-    rt = current_runtime()
-    state = getattr(result, "internal_state", None)
-    if rt is not None and isinstance(state, dict):
-        rt.members.expire_stale()   # the linger backstop also runs on an idle server (no forward steps)
-        state["esamp"] = rt.snapshot()
-    return result
+# the one list: every hook body of the scheduler and server sides, with the SGLang function it hooks
+HOOKS = tuple(hooks_of(importlib.import_module(__name__), scheduler_shims, tokenizer_hooks, http_routes))

@@ -26,7 +26,7 @@ from .layout import OUT_LN_BIAS, OUT_LN_WEIGHT, param_shapes
 
 from .bench_report import print_table, save_json, save_plot
 from .candidate_ref import candidate_novelty_logits_ref
-from .grouped_forward_ref import grouped_distiller_forward_ref
+from .grouped_forward_torch import grouped_distiller_forward_torch
 
 VOCAB = 151936
 ROWS = (8, 64, 128)
@@ -127,7 +127,7 @@ def run(dry_run: bool, rep_ms: float, bank_dtypes: List[torch.dtype]) -> List[Di
                 fargs = (x, ids, bank, cfg["blocks"], cfg["out_ln"])
                 measure("grouped_forward", dict(R=rows, H=hidden, preset=preset, W=width,
                                                  bank=str(bank_dtype).replace("torch.", "")),
-                        lambda: grouped_distiller_forward_ref(*fargs),
+                        lambda: grouped_distiller_forward_torch(*fargs),
                         None if tri_fwd is None else (lambda: tri_fwd(*fargs)))
     return results
 

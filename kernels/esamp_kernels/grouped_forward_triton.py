@@ -1,4 +1,4 @@
-"""Triton grouped distiller forward over a slot bank; the truth is ``grouped_forward_ref``.
+"""Triton grouped distiller forward over a slot bank; the truth is ``grouped_forward_torch``.
 
 Per gated residual block two launches (a grid-wide reduction over H sits between ``x @ gate`` and ``@ down``):
   1. ``_gate_up_kernel``: for a tile of BLOCK_R rows, the pre-activations ``x @ gate[s]`` and ``x @ up[s]``,

@@ -16,7 +16,7 @@ import torch
 from .candidate_ref import candidate_novelty_logits_ref
 from .dispatch import (KernelUnsupportedError, choose, kernel_counters, kernel_mode, reset_kernel_counters,
                        set_kernel_mode)
-from .grouped_forward_ref import grouped_distiller_forward_ref
+from .grouped_forward_torch import grouped_distiller_forward_torch
 
 __all__ = [
     "candidate_novelty_logits", "grouped_distiller_forward", "kernel_counters", "reset_kernel_counters",
@@ -64,4 +64,4 @@ def grouped_distiller_forward(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dic
     impl = choose("grouped_forward", x.device, lambda: _why_not("grouped_forward_triton", *args))
     if impl == "triton":
         return _triton_module("grouped_forward_triton").grouped_distiller_forward_triton(*args)
-    return grouped_distiller_forward_ref(*args)
+    return grouped_distiller_forward_torch(*args)

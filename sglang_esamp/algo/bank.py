@@ -41,7 +41,7 @@ from typing import Dict, List, Optional
 import torch
 
 from esamp_kernels import ops
-from esamp_kernels.grouped_forward_ref import distiller_forward_slots_ref
+from esamp_kernels.grouped_forward_torch import distiller_forward_slots_torch
 
 from .distiller import DistillerShape, check_state_matches, init_params_
 
@@ -282,7 +282,7 @@ class DistillerBank:
             mask = mask.index_copy_(0, pos, row_finite.float()).view(n, width)
             rows_f = torch.tensor(kept, dtype=torch.float32, device=src.device).clamp(min=1)
             y = lay_out(tgt)
-            pred = distiller_forward_slots_ref(lay_out(src), leaves, self.shape.blocks, self.shape.out_ln)
+            pred = distiller_forward_slots_torch(lay_out(src), leaves, self.shape.blocks, self.shape.out_ln)
             sq = (y - pred).pow(2).sum(dim=2) * mask
             loss = sq.sum(dim=1) / rows_f
             st = [loss.detach(), sq.detach().sqrt().sum(dim=1)]

@@ -22,7 +22,7 @@ import torch
 
 from .distiller import DistillerShape
 from .faults import parse_fault_spec
-from .taps import TAP_PRESETS
+from .tap_spec import TAP_PRESETS
 
 DISTILLER_PRESETS = {
     "paper": dict(blocks=2, width=384, out_ln=False, gate_bias_init=0.0),
@@ -106,7 +106,7 @@ class ESampConfig:
     train_rows: str = "all"                # all | first_per_group
     update_mode: str = "auto"              # auto: async with a CPU core to spare, else serial (CUDA too) |
                                            # async (worker thread / CUDA side stream) | serial (inline)
-    taps: str = "paper"                    # tap preset (algo.taps)
+    taps: str = "paper"                    # tap preset (algo.tap_spec)
     warm_start: Optional[str] = None       # path to a distiller file in the Distiller.export_state() layout
     session_ttl_s: float = 600.0
     session_max: Optional[int] = None      # None = min(4, bank_slots)

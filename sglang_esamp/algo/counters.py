@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 COMBINE_MODES = ("sum", "max", "per_rank")
-# phases of a step timed by ESampCore: join_wait (the next predict waiting for the previous update), predict,
+# phases of a step timed by ESampCore: update_wait (the next predict waiting for the previous update), predict,
 # candidates / reweight / draw (the sampling rule), submit (handing the update over), update (the update itself,
 # on the worker thread in async mode)
-PHASES = ("join_wait", "predict", "candidates", "reweight", "draw", "submit", "update")
+PHASES = ("update_wait", "predict", "candidates", "reweight", "draw", "submit", "update")
 
 
 class CounterRegistry:
@@ -111,7 +111,7 @@ class ESampCounters(CounterRegistry):
         self.derive("candidates_per_row_mean", _ratio("candidate_sum", "candidate_rows_reweighted"))
         self._slots: Dict[int, SlotStats] = {}
 
-    # -- recorders (called by ESampCore and SlotLifecycle) --------------------------------------------------
+    # -- recorders (called by ESampCore and GroupTable) --------------------------------------------------
     def record_train(self, result):
         """Rows with a non-finite src/tgt were dropped (``rows_dropped_nonfinite``); a slot left with no row has no
         loss and is not counted further. A step the divergence guard rejected is counted in ``divergence_resets``

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from esamp_kernels import layout
-from esamp_kernels.grouped_forward_ref import distiller_forward_ref
+from esamp_kernels.grouped_forward_torch import distiller_forward_torch
 
 INIT_STD = 0.02
 
@@ -78,7 +78,7 @@ class Distiller(nn.Module):
         return {k.replace("__", "."): v for k, v in self.params.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return distiller_forward_ref(x, self.named_tensors(), self.shape.blocks, self.shape.out_ln)
+        return distiller_forward_torch(x, self.named_tensors(), self.shape.blocks, self.shape.out_ln)
 
     def export_state(self) -> Dict[str, torch.Tensor]:
         return {k: v.detach().float().contiguous().cpu() for k, v in self.named_tensors().items()}

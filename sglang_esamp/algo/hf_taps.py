@@ -1,6 +1,6 @@
 """Tap capture on a Hugging Face transformers causal LM (Llama/Qwen2-style ``model.model.layers``).
 
-Same semantics as the SGLang taps (``algo.taps``): module forward hooks capture the normalized element of an
+Same semantics as the SGLang taps (``algo.tap_spec``): module forward hooks capture the normalized element of an
 input norm, and a pre-hook on ``lm_head`` captures exactly the LM-head input. Used by the reference decoder
 and by offline recording.
 """
@@ -11,7 +11,7 @@ from typing import Dict
 
 import torch
 
-from .taps import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
+from .tap_spec import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
 
 
 def _decoder_layers(model):

@@ -31,7 +31,7 @@ from .core import ESampCore
 from .hf_taps import capture_taps
 from .filters import NO_TOP_K
 from .sampling import gumbel_noise
-from .taps import tap_spec
+from .tap_spec import tap_spec
 
 
 @dataclass
@@ -124,7 +124,7 @@ class ReferenceDecoder:
         esamp = esamp and not sharpen_only
         core = ESampCore(self.config, self.hidden, self.lm_head_weight, None if sharpen_only else self.lm_head_bias,
                          dev, warm_start_state=self.warm_start_state)
-        slots = [core.acquire(("reference", g)) if esamp else None for g in range(g_count)]
+        slots = [core.acquire_slot() if esamp else None for g in range(g_count)]
         if esamp and any(s is None for s in slots):
             raise ValueError(f"{g_count} groups need {g_count} bank slots; config has {self.config.bank_slots}")
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
@@ -156,7 +156,6 @@ class ReferenceDecoder:
             losses = {}
             if use_esamp and bool(live.any()):
                 core.train(h_src, h_tgt, torch.where(live, slot_ids, no_slot))
-                core.join()
                 res = core.last_train_result
                 losses = dict(zip(res.slots, res.losses))
             for g in range(g_count):
@@ -172,4 +171,4 @@ class ReferenceDecoder:
         all_tokens = torch.stack(tokens, dim=1)
         stats = core.stats()
         return [GenerationResult(all_tokens[g * n:(g + 1) * n], records[g], stats,
-                                 core.group_stats(("reference", g)) if esamp else None) for g in range(g_count)]
+                                 core.slot_stats(slots[g]) if esamp else None) for g in range(g_count)]

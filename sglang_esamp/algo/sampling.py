@@ -57,14 +57,14 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
                  min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor],
                  lm_head_weight: torch.Tensor, lm_head_bias: Optional[torch.Tensor] = None, *,
                  candidate_cap: int = 1024, greedy_mode: str = "skip", temperature_form: str = "tllm",
-                 novelty: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
+                 distiller_coef: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
                  generator: Optional[torch.Generator] = None, seeded: Optional[SeededRows] = None,
                  vocab_shard: Optional[VocabShard] = None, phase_s: Optional[dict] = None) -> SampleOutput:
     """Sample one token per row of ``logits`` [R, V] under the ESamp rule.
 
     temperatures/top_ps/min_ps: float [R] (or [R, 1]); top_ks: int [R] (SGLang conventions, greedy = top_k 1);
     betas: float [R] (0 = unmodified); h_hat: [R, H] predicted final hidden per row, or None (no row reweighted);
-    novelty: float [R] multiplier of the distiller term (None = 1; 0 = the sharpening control ``(1+b)*l/T``).
+    distiller_coef: float [R] multiplier of the distiller term (None = 1; 0 = the sharpening control ``(1+b)*l/T``).
     seeded: rows whose noise is the counter-based draw of their (seed, stream, position) (overrides ``noise``).
     vocab_shard: the LM head holds only these vocabulary rows (tensor parallel; ``vocab_shard``).
     phase_s: if given, wall seconds of the phases are added under "candidates", "reweight", "draw" (host time:
@@ -98,8 +98,8 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
         kr = int(cands.counts.index_select(0, rows).max().item())  # trim to what these rows need
         b = betas.index_select(0, rows)
         coef = b if temperature_form == "tllm" else b / temps.index_select(0, rows)
-        if novelty is not None:
-            coef = coef * novelty.reshape(-1).to(torch.float32).index_select(0, rows)
+        if distiller_coef is not None:
+            coef = coef * distiller_coef.reshape(-1).to(torch.float32).index_select(0, rows)
         args = (h_hat.index_select(0, rows), cands.ids.index_select(0, rows)[:, :kr],
                 cands.counts.index_select(0, rows), cands.scaled.index_select(0, rows)[:, :kr], lm_head_weight,
                 lm_head_bias, b, coef)

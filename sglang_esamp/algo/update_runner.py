@@ -2,8 +2,9 @@
 
 Staleness contract (DESIGN §1): the prediction at step t uses the weights after the update of step t-1 -- exactly
 one step behind, never a torn mix. ``ESampCore`` hands each step's update to a runner with ``submit`` and calls
-``join`` before anything reads or writes the bank (the next ``predict``, ``acquire``, ``release``); ``join`` is the
-one synchronisation point. At most one update is in flight: ``submit`` joins the previous one first.
+``wait`` before anything reads or writes the bank (the next ``predict``, ``acquire_slot``, ``release_slot``);
+``wait`` is the one synchronisation point. At most one update is in flight: ``submit`` waits for the previous one
+first. What each update returns is kept until the caller takes it (``take_results``, on the caller's thread).
 
 * ``SerialUpdateRunner``: the update runs inside ``submit`` (the diagnostic baseline, ``--esamp-update-mode
   serial``).
@@ -12,16 +13,16 @@ one synchronisation point. At most one update is in flight: ``submit`` joins the
   scheduler finishes the step (output processing, scheduling, the next forward). On CPU the worker uses the
   process's intra-op thread setting (torch's thread count is process-wide; with ``OMP_NUM_THREADS=1`` the forward
   and the update each take one core). On CUDA the worker issues the update on its own side stream after an event
-  recorded on the caller's stream (the inputs are ready), records a done event, and ``join`` makes the caller's
+  recorded on the caller's stream (the inputs are ready), records a done event, and ``wait`` makes the caller's
   current stream wait on it (a stream-side wait, no host sync for the GPU work). The update's own host reads (the
   per-slot losses the counters record) happen on the worker thread, off the scheduler's path.
-An exception in the update is re-raised by the next ``join`` (the caller decides how to contain it).
+An exception in the update is re-raised by the next ``wait`` (the caller decides how to contain it).
 """
 from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 
@@ -29,12 +30,19 @@ import torch
 class SerialUpdateRunner:
     def __init__(self):
         self.last_result = None
+        self._results: List[object] = []
 
-    def submit(self, fn: Callable[[], object]) -> None:
+    def submit(self, fn: Callable[[], object], keep: bool = False) -> None:
         self.last_result = fn()
+        if keep:
+            self._results.append(self.last_result)
 
-    def join(self) -> None:
+    def wait(self) -> None:
         return None
+
+    def take_results(self) -> List[object]:
+        out, self._results = self._results, []
+        return out
 
     def close(self) -> None:
         return None
@@ -44,6 +52,7 @@ class ThreadUpdateRunner:
     def __init__(self, device: torch.device, name: str = "esamp-update"):
         self.device = torch.device(device)
         self.last_result = None
+        self._results: List[object] = []
         self._cv = threading.Condition()
         self._job: Optional[Callable[[], object]] = None
         self._busy = False
@@ -56,16 +65,17 @@ class ThreadUpdateRunner:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[], object]) -> None:
-        self.join()
+    def submit(self, fn: Callable[[], object], keep: bool = False) -> None:
+        """Run ``fn`` as the next update; ``keep``: hold its result for ``take_results``."""
+        self.wait()
         if self._ready is not None:
             self._ready.record(torch.cuda.current_stream(self.device))
         with self._cv:
-            self._job = fn
+            self._job = (fn, keep)
             self._busy = True
             self._cv.notify_all()
 
-    def join(self) -> None:
+    def wait(self) -> None:
         with self._cv:
             while self._busy:
                 self._cv.wait()
@@ -74,6 +84,11 @@ class ThreadUpdateRunner:
             torch.cuda.current_stream(self.device).wait_event(self._done)
         if error is not None:
             raise error
+
+    def take_results(self) -> List[object]:
+        with self._cv:
+            out, self._results = self._results, []
+        return out
 
     @property
     def pending(self) -> bool:
@@ -91,7 +106,7 @@ class ThreadUpdateRunner:
                     self._cv.wait()
                 if self._closed and self._job is None:
                     return
-                fn, self._job = self._job, None
+                (fn, keep), self._job = self._job, None
             result, error = None, None
             try:
                 # the scheduler runs under inference mode; the update needs ordinary autograd tensors
@@ -103,10 +118,12 @@ class ThreadUpdateRunner:
                             self._done.record(self._stream)
                     else:
                         result = fn()
-            except BaseException as e:  # re-raised in the caller's join()
+            except BaseException as e:  # re-raised in the caller's wait()
                 error = e
             with self._cv:
                 self.last_result = result
+                if error is None and keep:
+                    self._results.append(result)
                 self._error = error
                 self._busy = False
                 self._cv.notify_all()

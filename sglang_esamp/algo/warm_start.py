@@ -23,7 +23,7 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 
 from .distiller import DistillerShape, check_state_matches
-from .taps import TapSpec, tap_spec
+from .tap_spec import TapSpec, tap_spec
 
 FORMAT = "esamp-warm-start"
 FORMAT_VERSION = 1

@@ -15,15 +15,16 @@ LLM's own log-probabilities of the token that was chosen -- unless the request a
 the sampled-from candidate logits, 0 elsewhere) before SGLang takes ``log(probs)``, so SGLang's own logprob code
 returns the on-policy token and top logprobs. Rows of seeded requests draw counter-based noise
 (``algo.seeded_noise``). An exception in the ESamp rule is contained here: the rows keep SGLang's own tokens and
-the error is left on the step for ``step.sample_step`` to count.
+the error is left on the step for ``step.run`` to count. The sampler finds the armed step on ``sampling_info``
+(the ``around_sample`` shim attached it only when ``step.run`` armed it) and the runtime on the step.
 """
 from __future__ import annotations
 
 import torch
 from sglang.srt.layers.sampler import Sampler
 
+from . import step as esamp_step
 from . import step_state
-from .runtime import current_runtime
 
 
 class ESampSampler(Sampler):
@@ -47,7 +48,7 @@ class ESampSampler(Sampler):
                 ids = torch.empty(probs.shape[0], dtype=torch.int32, device=probs.device)
                 ids[step.rows] = out.tokens.to(torch.int32)
                 self._finish(step, probs, out)
-                current_runtime().counters.add("stock_draws_skipped")
+                step.runtime.counters.add("stock_draws_skipped")
                 return ids, None
             # the rule failed (contained, step.error is set): SGLang's own tokens for every row
         ids, capture = super()._sample_from_probs(probs, sampling_info, positions, simple_sampling_case)
@@ -63,26 +64,16 @@ class ESampSampler(Sampler):
 
     @staticmethod
     def _esamp_rule(step, sampling_info):
-        """The ESamp rule on the step's rows, or None with ``step.error`` set (contained)."""
+        """4. sample: the ESamp rule on the step's rows with their own filters, or None (contained)."""
         rows = step.rows
         pick = lambda t: t.reshape(-1).index_select(0, rows)  # noqa: E731  [bs,1] or [bs] -> [R]
-        try:
-            rt = current_runtime()
-            if rt.faults.enabled:
-                rt.faults.maybe_raise("sample")
-            return rt.core.sample(
-                step.logits, pick(sampling_info.temperatures), pick(sampling_info.top_ks),
-                pick(sampling_info.top_ps), pick(sampling_info.min_ps), step.betas, step.h_hat, novelty=step.novelty,
-                seeded=step.seeded, record=False)   # counted with the update, off the scheduler's path
-        except Exception as e:  # contained: these rows keep SGLang's own tokens
-            step.error = e
-            return None
+        return esamp_step.sample(step, pick(sampling_info.temperatures), pick(sampling_info.top_ks),
+                                 pick(sampling_info.top_ps), pick(sampling_info.min_ps))
 
     @staticmethod
     def _finish(step, probs, out) -> None:
         if step.sampled_logprobs is not None:
             _write_sampled_probs(probs, step.rows.index_select(0, step.sampled_logprobs), out, step.sampled_logprobs)
-        step.out = out
 
 
 def _every_row_is_esamp(step, probs, sampling_info) -> bool:

@@ -1,10 +1,10 @@
 """``ESampStep``: everything one forward step knows about its ESamp rows, in one typed object.
 
-It is created by ``step.plan_rows`` when the step is planned, attached to the step's ``SamplingBatchInfo`` under
-one attribute (``ATTR``; the model may run on a shallow copy of the ForwardBatch, but every copy and
-``ModelRunner.sample`` share that SamplingBatchInfo), filled from the tap buffers (``h_src``, ``h_tgt``) and the sampler
-(``logits``, ``out``), and removed in a ``finally`` after sampling (``step.sample_step``). Nothing else about a
-step is stored on SGLang objects, so nothing can leak into a later step.
+``step.plan`` creates it; the ``after_init_new`` shim attaches it to the step's ``SamplingBatchInfo`` under one
+attribute (``ATTR``; the model may run on a shallow copy of the ForwardBatch, but every copy and
+``ModelRunner.sample`` share that SamplingBatchInfo). ``step.run`` fills it from the tap buffers (``h_src``,
+``h_tgt``) and the prediction, the sampler adds ``logits`` and ``out``, and the ``around_sample`` shim removes it
+in a ``finally``. Nothing else about a step is stored on SGLang objects, so nothing can leak into a later step.
 """
 from __future__ import annotations
 
@@ -18,22 +18,23 @@ ATTR = "esamp_step"
 
 @dataclass
 class ESampStep:
-    # 1. plan (step.plan_rows): the batch rows that use the ESamp rule this step, in batch order
+    runtime: object                         # the ESampRuntime the step belongs to (the sampler reaches it here)
+    # 1. plan (step.plan): the batch rows that use the ESamp rule this step, in batch order
     rows: torch.Tensor                      # [R] int64 batch rows
-    slots: torch.Tensor                     # [R] int64 distiller slot; -1 = sharpening control (no distiller)
+    slots: torch.Tensor                     # [R] int64 distiller slot; -1 = no distiller (control, bank full)
     betas: torch.Tensor                     # [R] fp32
-    novelty: torch.Tensor                   # [R] fp32: 1 = ESamp, 0 = sharpening control
-    members: List[object]                   # [R] groups.Member of each row
+    distiller_coef: torch.Tensor            # [R] fp32 multiplier of the distiller term: 1 = ESamp, 0 = sharpening
+    members: List[object]                   # [R] members.Member of each row
     positions: Optional[torch.Tensor] = None  # [R] int64 sequence index of the token being drawn
     seeded: Optional[object] = None         # algo.seeded_noise.SeededRows: rows of seeded requests
     sampled_logprobs: Optional[torch.Tensor] = None  # [S] int64 step rows whose logprobs are the sampled ones
     sample_only: bool = False               # a prefill step: ESamp's sampler only (no taps, no distiller)
-    # 2. taps (read from tap_buffers.TapBuffers in step.sample_step): the plan's rows' hidden states
+    # 2. taps (step.read_taps, from tap_buffers.TapBuffers): the plan's rows' hidden states
     h_src: Optional[torch.Tensor] = None    # [R, H] shallow tap
     h_tgt: Optional[torch.Tensor] = None    # [R, H] LM-head input
-    # 3. predict (step.sample_step): the distiller's output with the weights after the previous update
+    # 3. predict (step.predict): the distiller's output with the weights after the previous update
     h_hat: Optional[torch.Tensor] = None    # [R, H]
-    # 4. sample (sampler.ESampSampler)
+    # 4. sample (sampler.ESampSampler -> step.sample)
     logits: Optional[torch.Tensor] = None   # [R, V] fp32: the rows' logits after SGLang's preprocessing
     out: Optional[object] = None            # algo.sampling.SampleOutput
     error: Optional[BaseException] = None   # an exception the sampler contained (its rows kept stock tokens)

@@ -1,6 +1,6 @@
 """Hidden-state taps on SGLang decoders with ``model.layers[i]``: install them, and copy the step's ESamp rows.
 
-Tap names (``algo.taps``) resolve to:
+Tap names (``algo.tap_spec``) resolve to:
   ``layers[i].input_layernorm`` -> where the layer has ``attn_boundary`` (Llama, Qwen2, Qwen3, Mistral, ... in
                                    SGLang 0.5.23): the return value of ``attn_boundary.prepare``: SGLang finishes the
                                    residual stream there and returns the attention's compute input, i.e. the
@@ -16,7 +16,7 @@ A model whose logits processor transforms the logits (``final_logit_softcapping`
 ESamp's distiller logits ``W . h_hat`` would not be on the LLM's scale.
 Where a tap writes: the whole decode batch into the runtime's static ``tap_buffers.TapBuffers`` (with the batch's
 positions as a freshness stamp), never into the step object, so the copy is graph-capturable (a replay refills the
-buffers) and eager steps use the same path; ``step.sample_step`` reads the plan's rows from there. Eager decode
+buffers) and eager steps use the same path; ``step.read_taps`` reads the plan's rows from there. Eager decode
 steps without an ``ESampStep`` write nothing (stock traffic pays nothing); while a CUDA graph is captured every
 decode forward writes. The ForwardBatch (for the positions, and for taps on modules that do not receive it) is
 kept by a pre-hook on the inner ``model.model``, called for every forward, and dropped after the logits processor.
@@ -28,7 +28,7 @@ from typing import Callable, List
 
 import torch
 
-from ..algo.taps import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
+from ..algo.tap_spec import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
 from . import step_state
 from .tap_buffers import TapBuffers, capturing
 

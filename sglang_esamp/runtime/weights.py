@@ -1,51 +1,53 @@
 """ESamp after SGLang replaces the served weights (RL trainers do this between rollout batches).
 
-AFTER hooks on the model runner's ``WeightUpdater`` (``update_weights_from_disk``, ``update_weights_from_tensor``,
-``load_weights_from_distributed``, ``update_weights_from_ipc``, ``end_weight_update``; listed in
-``sglang_esamp.hooks``):
-  1. the LM head is read again from the model (a loader may replace the parameter object instead of copying into
-     it, and ESamp's candidate logits must use the head the LLM now uses);
-  2. a warm start made for the old weights stops being used. From disk, the new checkpoint's fingerprint
-     (``models.model_fingerprint``, which hashes the weights) is compared with the warm start's and the warm start
-     is kept only if it matches; from tensors, IPC or a distributed broadcast the new weights are unknown, so it is
-     dropped. Dropping logs a warning and counts ``warm_starts_dropped``; groups that start afterwards get a random
-     init (their ``meta_info.esamp.init`` says ``random``); live groups keep their distillers, which go on
-     adapting online.
+The shims on the model runner's ``WeightUpdater`` (``update_weights_from_disk``, ``update_weights_from_tensor``,
+``load_weights_from_distributed``, ``update_weights_from_ipc``, ``end_weight_update``; ``shims.py``) call:
+  1. ``refresh_lm_head``: the LM head is read again from the model (a loader may replace the parameter object
+     instead of copying into it, and ESamp's candidate logits must use the head the LLM now uses);
+  2. ``weights_changed``: besides that, a warm start made for the old weights stops being used. From disk, the new
+     checkpoint's fingerprint (``models.model_fingerprint``, which hashes the weights) is compared with the warm
+     start's and the warm start is kept only if it matches; from tensors, IPC or a distributed broadcast the new
+     weights are unknown, so it is dropped. Dropping logs a warning and counts ``warm_starts_dropped``; groups that
+     start afterwards get a random init (their ``meta_info.esamp.init`` says ``random``); live groups keep their
+     distillers, which go on adapting online.
 Counted: ``weight_updates``. ``lm_head_digest`` (in the runtime's snapshot) identifies the head ESamp reads.
 A failed update is treated as a change too: SGLang says such weights may be partially updated.
 """
 from __future__ import annotations
 
+import logging
+from typing import Optional
 
-def _runtime_for(updater):
-    from .runtime import current_runtime
+from .esamp_runtime import lm_head_of
 
-    rt = current_runtime()
-    get_runner = getattr(updater, "get_model_runner", None)
-    if rt is None or get_runner is None or get_runner() is not rt.model_runner:
-        return None   # no ESamp, or a draft model's updater
-    return rt
+logger = logging.getLogger("sglang_esamp")
 
 
-def after_disk_update(result, updater, *args, **kwargs):
-    rt = _runtime_for(updater)
-    if rt is not None:
-        model_path = args[0] if args else kwargs.get("model_path")
-        ok = bool(result[0]) if isinstance(result, tuple) and result else False
-        rt.weights_changed(f"update_weights_from_disk({model_path})", new_model_dir=model_path if ok else None)
-    return result
+def refresh_lm_head(rt) -> None:
+    """Read the LM head from the model again (a weight loader may have replaced the parameter object)."""
+    weight, bias = lm_head_of(rt.model_runner.model)
+    rt.core.set_lm_head(weight, bias)
+    rt.forget_lm_head_digest()
 
 
-def after_tensor_update(result, updater, *args, **kwargs):
-    rt = _runtime_for(updater)
-    if rt is not None:
-        rt.weights_changed("an in-memory weight update (tensor / IPC / distributed)", new_model_dir=None)
-    return result
+def weights_changed(rt, what: str, new_model_dir: Optional[str]) -> None:
+    """After a weight update: read the LM head again; drop a warm start that no longer fits the weights
+    (``new_model_dir``: the checkpoint now served, None = unknown in-memory weights)."""
+    rt.counters.add("weight_updates")
+    refresh_lm_head(rt)
+    if rt.core.bank.warm_start is None:
+        return
+    if new_model_dir is not None and rt.warm_start_model is not None:
+        from ..algo.warm_start import WarmStartMismatch, check_metadata
 
-
-def after_end_update(result, updater, *args, **kwargs):
-    """The end of a weight-update session post-processes the weights (it may repack them): read the head again."""
-    rt = _runtime_for(updater)
-    if rt is not None:
-        rt.refresh_lm_head()
-    return result
+        try:
+            check_metadata({"model": rt.warm_start_model}, rt.config.warm_start,
+                           model_dir_or_fingerprint=new_model_dir)
+            return   # the same weights (e.g. reloaded): the warm start still fits
+        except WarmStartMismatch as e:
+            reason = str(e)
+    else:
+        reason = "the new weights are not a checkpoint the warm start can be checked against"
+    if rt.core.drop_warm_start():
+        rt.counters.add("warm_starts_dropped")
+        logger.warning("ESamp: warm start dropped after %s (%s); new groups start from random init", what, reason)

@@ -16,6 +16,7 @@ from typing import Any, Callable, List, Optional
 
 from ..algo.config import ESampParamError
 from ..wire.handoff import config_from_env
+from ..wire.hookspec import BEFORE, hook
 from ..wire.request import accept
 from ..wire.stats import merge_counters
 
@@ -123,6 +124,8 @@ def install_routes(app):
         return {"ranks": ranks, "total": merge_counters(ranks)}
 
 
+@hook("sglang.srt.entrypoints.http_server.launch_server", BEFORE, ("server_args",),
+      "add /esamp/stats and the esamp body middleware to SGLang's app")
 def before_launch_http(*args, **kwargs):
     """BEFORE hook on SGLang's http_server.launch_server: our routes go onto SGLang's app before it serves."""
     from sglang.srt.entrypoints.http_server import app

@@ -16,9 +16,13 @@ into lists; ``meta_info.esamp`` is the latest dict instead.
 from __future__ import annotations
 
 from ..wire.handoff import config_from_env
+from ..wire.hookspec import AFTER, AROUND, BEFORE, hook
 from ..wire.request import GROUP_KEY, META_KEY, accept, stamp_group
 
+_TM = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
 
+
+@hook(f"{_TM}._create_tokenized_object", BEFORE, ("self", "obj"), "accept sampling_params.esamp; validate")
 def before_tokenize(self, obj, *args, **kwargs):
     sp = getattr(obj, "sampling_params", None)
     for item in (sp if isinstance(sp, list) else [sp]):
@@ -27,6 +31,7 @@ def before_tokenize(self, obj, *args, **kwargs):
     return None
 
 
+@hook(f"{_TM}._create_tokenized_object", AFTER, ("self", "obj"), "stamp the request group shared by n siblings")
 def after_tokenize(result, self, obj, *args, **kwargs):
     sp = getattr(result, "sampling_params", None)
     rid = getattr(result, "rid", None)
@@ -42,6 +47,9 @@ def after_tokenize(result, self, obj, *args, **kwargs):
     return result
 
 
+@hook(f"{_TM}.update_request_meta_info", AROUND,
+      ("self", "meta_info", "state", "customized_info", "index", "finish_reason"),
+      "meta_info.esamp is a dict, not an accumulated list")
 def set_meta_info(original, self, meta_info, state, customized_info, index, finish_reason, *args, **kwargs):
     if META_KEY in customized_info:
         value = customized_info[META_KEY][index]

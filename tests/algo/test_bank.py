@@ -342,7 +342,7 @@ def test_joint_step_equals_separate_steps_for_scattered_slots(fused):
 def test_batched_step_with_uneven_slots_and_a_dropped_row_equals_each_slot_alone(shape):
     """The one batched pass pads slots to the largest one and masks padding and non-finite rows: slots of 1, 4 and
     2 rows (one of them NaN) end where training each alone on its finite rows ends, with the same losses."""
-    from esamp_kernels.grouped_forward_ref import distiller_forward_ref
+    from esamp_kernels.grouped_forward_torch import distiller_forward_torch
 
     joint = DistillerBank(shape, slots=3, seed=8)
     alone = DistillerBank(shape, slots=3, seed=8)
@@ -356,7 +356,7 @@ def test_batched_step_with_uneven_slots_and_a_dropped_row_equals_each_slot_alone
         res = joint.train_step(src, tgt, ids)
         assert res.slots == [0, 1, 2] and res.rows == [1, 3, 2] and res.dropped_rows == [0, 1, 0]
         keep = torch.tensor([0, 2, 6])
-        want = (tgt[keep] - distiller_forward_ref(src[keep], before, shape.blocks, shape.out_ln)).pow(2).sum(1).mean()
+        want = (tgt[keep] - distiller_forward_torch(src[keep], before, shape.blocks, shape.out_ln)).pow(2).sum(1).mean()
         assert res.losses[1] == pytest.approx(float(want), rel=1e-5)
         for s in (0, 1, 2):
             rows = ((ids == s) & torch.isfinite(src).all(1)).nonzero(as_tuple=True)[0]

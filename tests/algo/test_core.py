@@ -1,4 +1,4 @@
-"""ESampCore: one-step staleness, row handling, group/session lifecycle, counters."""
+"""ESampCore: one-step staleness, row handling, slots handed out, counters (groups and sessions: test_group_table)."""
 import json
 import threading
 import time
@@ -26,7 +26,7 @@ def _core(**kw):
     clock = kw.pop("clock", None) or FakeClock()
     cfg = ESampConfig(**{"width": 16, "bank_slots": 4, "session_max": 2, "session_ttl_s": 10.0, **kw})
     w = torch.randn(V, H, generator=torch.Generator().manual_seed(0)) * 0.3
-    return ESampCore(cfg, H, w, None, "cpu", clock=clock), clock
+    return ESampCore(cfg, H, w, None, "cpu"), clock
 
 
 def _rows(r, seed):
@@ -36,7 +36,7 @@ def _rows(r, seed):
 
 def test_prediction_is_exactly_one_step_stale():
     core, _ = _core()
-    slot = core.acquire("g")
+    slot = core.acquire_slot()
     shadow = Distiller(core.shape)                        # an independent replica trained with torch.optim
     shadow.load_export_state(core.bank.slot_state(slot))
     opt = torch.optim.Adam(shadow.parameters(), lr=4e-4, eps=1e-4)
@@ -57,7 +57,7 @@ def test_prediction_is_exactly_one_step_stale():
 
 def test_rows_without_a_slot_are_ignored():
     core, _ = _core()
-    a = core.acquire("a")
+    a = core.acquire_slot()
     src, tgt = _rows(4, 0)
     ids = torch.tensor([a, -1, a, -1])
     h = core.predict(src, ids)
@@ -71,7 +71,7 @@ def test_rows_without_a_slot_are_ignored():
 
 def test_first_per_group_trains_one_row_per_slot():
     core, _ = _core(train_rows="first_per_group")
-    a, b = core.acquire("a"), core.acquire("b")
+    a, b = core.acquire_slot(), core.acquire_slot()
     src, tgt = _rows(5, 1)
     ids = torch.tensor([b, a, a, b, -1])
     twin = DistillerBank(core.shape, 4, OptimizerSpec(), seed=0)
@@ -84,72 +84,9 @@ def test_first_per_group_trains_one_row_per_slot():
     assert first_row_per_slot(torch.tensor([3, 3, 0, 3, 0, 1])).tolist() == [True, False, True, False, False, True]
 
 
-def test_acquire_release_and_bank_full_fallback():
-    core, _ = _core()
-    slots = [core.acquire(("g", i)) for i in range(4)]
-    assert sorted(slots) == [0, 1, 2, 3]
-    assert core.acquire(("g", 0)) == slots[0]                     # idempotent
-    assert core.acquire("late") is None                            # full: no raise, counted
-    st = core.stats()
-    assert st["bank_full_fallbacks"] == 1 and st["bank_occupancy"] == 4
-    core.release("late")                                           # unknown group: no-op
-    core.release(("g", 2))
-    assert core.stats()["bank_occupancy"] == 3
-    assert core.acquire("late") == slots[2]
-    assert core.group_stats("late")["steps"] == 0
-
-
-def test_session_keeps_its_slot_and_weights_until_ttl():
-    core, clock = _core()
-    s = core.acquire("req1", session="sess")
-    src, tgt = _rows(2, 0)
-    core.train(src, tgt, torch.full((2,), s))
-    core.join()                                                   # readers of the bank join a pending update
-    trained = core.bank.slot_state(s)
-    core.release("req1")
-    assert core.stats()["bank_occupancy"] == 1                    # kept for the session
-    clock.t = 5.0
-    assert core.acquire("req2", session="sess") == s
-    assert all(torch.equal(trained[k], core.bank.slot_state(s)[k]) for k in trained)
-    assert core.group_stats("req2")["steps"] == 1                  # stats continue across the session
-    core.release("req2")
-    clock.t = 5.0 + 10.5                                           # idle beyond the TTL
-    other = core.acquire("req3")
-    assert core.stats()["sessions_evicted"] == 1
-    assert core.slots.session_slot("sess") is None and other == s  # the slot was freed and reused
-    assert core.group_stats("req3")["steps"] == 0
-
-
-def test_sessions_lru_eviction_and_overflow():
-    core, clock = _core()
-    core.acquire("x", session="s1")
-    clock.t = 1
-    core.acquire("y", session="s2")
-    core.release("x")
-    core.release("y")                                              # s1 is the least recently used
-    clock.t = 2
-    core.acquire("z", session="s3")                                # session_max 2: evicts s1
-    assert core.slots.session_slot("s1") is None and core.slots.session_slot("s2") is not None
-    core.acquire("w", session="s2")
-    core.acquire("v", session="s4")                                # s2, s3 busy: slot yes, session no
-    assert core.stats()["session_overflows"] == 1 and core.slots.session_slot("s4") is None
-    core.acquire("u")
-    assert core.stats()["bank_occupancy"] == 4
-    core.release("z")                                              # s3 idle now
-    assert core.acquire("t") is not None                           # bank full -> evicts idle s3
-    assert core.slots.session_slot("s3") is None
-
-
-def test_sessions_disabled_when_session_max_is_zero():
-    core, _ = _core(session_max=0)
-    core.acquire("a", session="s")
-    core.release("a")
-    assert core.stats()["bank_occupancy"] == 0
-
-
 def test_counters_snapshot_is_json_and_consistent_while_training():
     core, _ = _core()
-    a = core.acquire("a")
+    a = core.acquire_slot()
     stop = threading.Event()
     seen, errors = [], []
 
@@ -181,26 +118,26 @@ def test_counters_snapshot_is_json_and_consistent_while_training():
     assert snap["updates"] == 20 and snap["rows_trained"] == 60 and snap["finite_losses"] == 20
     assert snap["candidate_rows_reweighted"] == 60 and snap["candidates_per_row_max"] >= 2
     assert snap["mean_novelty"] > 0 and snap["mean_loss"] > 0 and snap["last_loss"] is not None
-    g = core.group_stats("a")
+    g = core.slot_stats(a)
     assert g["steps"] == 20 and g["rows_trained"] == 60 and g["mean_novelty"] > 0
 
 
 def test_nonfinite_rows_are_dropped_and_counted_through_the_core():
     core, _ = _core()
-    a, b = core.acquire("a"), core.acquire("b")
+    a, b = core.acquire_slot(), core.acquire_slot()
     src, tgt = _rows(4, 0)
     tgt[0, 0] = float("inf")
     core.train(src, tgt, torch.tensor([a, b, b, a]))
     snap = core.stats()
     assert snap["rows_dropped_nonfinite"] == 1 and snap["nan_resets"] == 0 and snap["divergence_resets"] == 0
     assert snap["updates"] == 1 and snap["rows_trained"] == 3 and snap["finite_losses"] == 2
-    assert core.group_stats("a")["rows_dropped_nonfinite"] == 1 and core.group_stats("a")["steps"] == 1
+    assert core.slot_stats(a)["rows_dropped_nonfinite"] == 1 and core.slot_stats(a)["steps"] == 1
     # a slot whose only row is non-finite is skipped: no loss, no update, no reset
     src[1, 2] = float("nan")
     core.train(src[:2], tgt[:2], torch.tensor([a, b]))
     snap = core.stats()
     assert snap["rows_dropped_nonfinite"] == 3 and snap["nonfinite_losses"] == 0 and snap["nan_resets"] == 0
-    assert snap["updates"] == 1 and core.group_stats("b")["steps"] == 1
+    assert snap["updates"] == 1 and core.slot_stats(b)["steps"] == 1
 
 
 def test_divergence_reset_is_counted_through_the_core():
@@ -208,7 +145,7 @@ def test_divergence_reset_is_counted_through_the_core():
     huge loss stays out of mean_loss. With divergence_factor 0 and divergence_norm_factor 0 nothing fires."""
     for factor, norm_factor, fires in ((100.0, 10.0, True), (0.0, 0.0, False)):
         core, _ = _core(divergence_factor=factor, divergence_norm_factor=norm_factor, divergence_min_steps=5)
-        a, b = core.acquire("a"), core.acquire("b")
+        a, b = core.acquire_slot(), core.acquire_slot()
         ids = torch.tensor([a, a, b, b])
         for t in range(8):
             src, tgt = _rows(4, t)
@@ -221,8 +158,8 @@ def test_divergence_reset_is_counted_through_the_core():
         res = core.last_train_result
         assert snap["divergence_resets"] == int(fires) and snap["nan_resets"] == 0
         assert res.diverged_slots == ([a] if fires else []) and res.updated == [not fires, True]
-        assert core.group_stats("a")["divergence_resets"] == int(fires)
-        assert core.group_stats("a")["steps"] == 8 + (not fires) and core.group_stats("b")["steps"] == 9
+        assert core.slot_stats(a)["divergence_resets"] == int(fires)
+        assert core.slot_stats(a)["steps"] == 8 + (not fires) and core.slot_stats(b)["steps"] == 9
         assert (snap["mean_loss"] < 1e3) == fires
 
 
@@ -233,7 +170,7 @@ def test_describe_reports_memory():
 
 
 def test_warm_start_file_is_loaded(tmp_path):
-    from sglang_esamp.algo.taps import TAP_PRESETS
+    from sglang_esamp.algo.tap_spec import TAP_PRESETS
     from sglang_esamp.algo.warm_start import WarmStartMismatch, save_warm_start
 
     core, _ = _core()
@@ -245,7 +182,7 @@ def test_warm_start_file_is_loaded(tmp_path):
             **TAP_PRESETS["paper"].to_dict()}, "shape": core.shape.to_dict(), "preset": "paper"}
     save_warm_start(path, d.export_state(), meta)
     warm, _ = _core(warm_start=str(path))
-    s = warm.acquire("g")
+    s = warm.acquire_slot()
     x, _ = _rows(3, 0)
     torch.testing.assert_close(warm.predict(x, torch.full((3,), s)), d(x).detach())
     with pytest.raises(WarmStartMismatch, match="shape.width"):

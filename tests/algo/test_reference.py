@@ -69,7 +69,7 @@ def test_forced_replay_matches_an_independent_oracle(smollm2, chat_ids):
     w = model.get_output_embeddings().weight.detach()
     probe = ESampCore(cfg, w.shape[1], w)                       # only to read the fresh slot's initial weights
     shadow = Distiller(probe.shape)
-    shadow.load_export_state(probe.bank.slot_state(probe.acquire("x")))
+    shadow.load_export_state(probe.bank.slot_state(probe.acquire_slot()))
     opt = torch.optim.Adam(shadow.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     prompt = torch.tensor([ids] * n)
     for t in range(1, steps):

@@ -16,7 +16,8 @@ def _run(mode, steps=8):
     cfg = ESampConfig(width=16, bank_slots=3, update_mode=mode, lr=1e-2)
     w = torch.randn(V, H, generator=torch.Generator().manual_seed(0))
     core = ESampCore(cfg, H, w, None, "cpu")
-    slots = torch.tensor([core.acquire(g) for g in ("a", "a", "b", "b", "c", "c")])
+    a, b, c = core.acquire_slot(), core.acquire_slot(), core.acquire_slot()
+    slots = torch.tensor([a, a, b, b, c, c])
     g = torch.Generator().manual_seed(1)
     tokens, weights = [], []
     for _ in range(steps):
@@ -43,7 +44,7 @@ def test_async_and_serial_give_the_same_tokens_and_weights_step_for_step():
     assert any(not torch.equal(w_async[0][k], w_async[-1][k]) for k in w_async[0])   # the distiller did move
 
 
-def test_submit_returns_before_the_update_runs_and_join_waits_for_it():
+def test_submit_returns_before_the_update_runs_and_wait_waits_for_it():
     runner = ThreadUpdateRunner(torch.device("cpu"))
     gate, ran_on = threading.Event(), []
 
@@ -54,19 +55,29 @@ def test_submit_returns_before_the_update_runs_and_join_waits_for_it():
     runner.submit(update)
     assert runner.pending and not ran_on          # the caller is free while the update waits
     gate.set()
-    runner.join()
+    runner.wait()
     assert ran_on == ["esamp-update"] and runner.last_result == "done" and not runner.pending
     runner.close()
 
 
-def test_an_update_error_is_raised_at_the_next_join():
+def test_an_update_error_is_raised_at_the_next_wait():
     runner = ThreadUpdateRunner(torch.device("cpu"))
     runner.submit(lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        runner.join()
+        runner.wait()
     runner.submit(lambda: 7)                      # the runner keeps working afterwards
-    runner.join()
+    runner.wait()
     assert runner.last_result == 7
+
+
+@pytest.mark.parametrize("make", [lambda: ThreadUpdateRunner(torch.device("cpu")), SerialUpdateRunner])
+def test_kept_results_are_taken_once_on_the_callers_thread(make):
+    runner = make()
+    runner.submit(lambda: "skip")                 # not kept: nobody asked for it
+    runner.submit(lambda: "a", keep=True)
+    runner.submit(lambda: "b", keep=True)
+    runner.wait()
+    assert runner.take_results() == ["a", "b"] and runner.take_results() == []
     runner.close()
 
 

@@ -4,7 +4,7 @@ import torch
 
 from esamp_kernels import dispatch, ops
 from esamp_kernels.candidate_ref import candidate_novelty_logits_ref
-from esamp_kernels.grouped_forward_ref import grouped_distiller_forward_ref
+from esamp_kernels.grouped_forward_torch import grouped_distiller_forward_torch
 from kernels_testutil import assert_candidate_close, candidate_inputs, make_bank
 
 CAND_KEYS = ("h_hat", "cand_ids", "counts", "cand_scaled", "lm_head_weight", "lm_head_bias", "beta", "dist_coef")
@@ -35,7 +35,7 @@ def test_auto_on_cpu_runs_torch_and_counts_it(cand, fwd):
     x, ids, bank = fwd
     y = ops.grouped_distiller_forward(x, ids, bank, 2, True)
     y = ops.grouped_distiller_forward(x, ids, bank, 2, True)
-    assert torch.equal(y, grouped_distiller_forward_ref(x, ids, bank, 2, True))
+    assert torch.equal(y, grouped_distiller_forward_torch(x, ids, bank, 2, True))
     assert ops.kernel_mode() == "auto"
     assert ops.kernel_counters() == {"candidate_novelty": {"triton": 0, "torch": 1},
                                      "grouped_forward": {"triton": 0, "torch": 2}}
@@ -48,7 +48,7 @@ def test_forced_triton_under_interpreter_matches_torch(cand, fwd):
     assert_candidate_close(out, candidate_novelty_logits_ref(*args), inp)
     x, ids, bank = fwd
     y = ops.grouped_distiller_forward(x, ids, bank, 2, True)
-    torch.testing.assert_close(y, grouped_distiller_forward_ref(x, ids, bank, 2, True), rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(y, grouped_distiller_forward_torch(x, ids, bank, 2, True), rtol=2e-5, atol=2e-5)
     assert ops.kernel_counters() == {"candidate_novelty": {"triton": 1, "torch": 0},
                                      "grouped_forward": {"triton": 1, "torch": 0}}
 

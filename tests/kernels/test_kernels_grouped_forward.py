@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from esamp_kernels import grouped_forward_triton as gft
-from esamp_kernels.grouped_forward_ref import grouped_distiller_forward_ref
+from esamp_kernels.grouped_forward_torch import grouped_distiller_forward_torch
 from kernels_testutil import assert_interpreted, make_bank
 
 # Tolerance: |out - ref| <= COMPUTE[bank] * (rms(ref) + |ref|) + ROUND[x dtype] * |ref|.
@@ -42,7 +42,7 @@ def test_runs_in_the_interpreter():
 def _check(x, slot_ids, bank, blocks, out_ln, **kw):
     assert gft.unsupported_reason(x, slot_ids, bank, blocks, out_ln) is None
     out = gft.grouped_distiller_forward_triton(x, slot_ids, bank, blocks, out_ln, **kw)
-    ref = grouped_distiller_forward_ref(x, slot_ids, bank, blocks, out_ln)
+    ref = grouped_distiller_forward_torch(x, slot_ids, bank, blocks, out_ln)
     assert out.dtype == x.dtype and out.shape == x.shape
     bank_dtype = bank["blocks.0.up"].dtype if blocks else torch.float32
     assert_forward_close(out, ref, bank_dtype, x.dtype)

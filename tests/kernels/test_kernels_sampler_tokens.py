@@ -27,8 +27,8 @@ def _step(core, slots):
 def test_cpu_dispatch_is_torch_and_forced_triton_samples_the_same_tokens():
     gen = torch.Generator().manual_seed(3)
     core = ESampCore(ESampConfig(bank_slots=2, width=32, candidate_cap=256), 64, torch.randn(3000, 64, generator=gen))
-    slots = torch.tensor([core.acquire("a"), core.acquire("a"), core.acquire("b"), core.acquire("b"),
-                          core.acquire("a"), core.acquire("b")])
+    a, b = core.acquire_slot(), core.acquire_slot()
+    slots = torch.tensor([a, a, b, b, a, b])
     with torch.enable_grad():  # move the distillers off their identity init so the novelty term matters
         for _ in range(3):
             core.train(torch.randn(6, 64, generator=gen), 5 * torch.randn(6, 64, generator=gen), slots)

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from sglang_esamp.hooks import ATTRIBUTES, CALLS, HOOKS, OVERRIDES, resolve_hook, target_signature_params
+from sglang_esamp.hooks import (ATTRIBUTES, CALLS, HOOKS, OVERRIDES, HookNotAppliedError, check_hooks_applied,
+                                 target_signature_params)
 
 
 def _id(entry):
@@ -23,7 +24,7 @@ def test_sglang_is_the_pinned_version():
 def test_hook_target_exists_with_expected_leading_params(target):
     params = target_signature_params(target.path)
     assert params[:len(target.params)] == target.params, f"{target.path}: {params}"
-    assert callable(resolve_hook(target.hook))
+    assert callable(target.fn) and target.fn.__module__.startswith("sglang_esamp.")
 
 
 @pytest.mark.parametrize("entry", OVERRIDES + CALLS, ids=_id)
@@ -72,3 +73,11 @@ def test_our_sampler_overrides_only_listed_methods():
 def test_plugin_entry_point_is_registered():
     eps = importlib.metadata.entry_points(group="sglang.srt.plugins")
     assert any(ep.value == "sglang_esamp.plugin:register" for ep in eps)
+
+
+def test_a_hook_sglang_did_not_apply_stops_the_start_naming_it():
+    every = {t.path for t in HOOKS}
+    check_hooks_applied(every)
+    missing = HOOKS[2].path
+    with pytest.raises(HookNotAppliedError, match=missing.replace(".", r"\.")):
+        check_hooks_applied(every - {missing})

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sglang_esamp.algo.hf_taps import capture_taps
-from sglang_esamp.algo.taps import tap_spec
+from sglang_esamp.algo.tap_spec import tap_spec
 from sglang_esamp.models.tiny import ARCHS
 
 pytestmark = pytest.mark.slow

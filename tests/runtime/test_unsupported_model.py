@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sglang_esamp.algo.config import ESampConfig
-from sglang_esamp.runtime.runtime import attach
+from sglang_esamp.runtime.esamp_runtime import attach
 from sglang_esamp.runtime.taps import UnsupportedModelError
 
 

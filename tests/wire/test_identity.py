@@ -2,7 +2,6 @@
 import pytest
 
 from sglang_esamp.algo.config import ESampParamError
-from sglang_esamp.serve.http_routes import rewrite_body
 from sglang_esamp.wire import identity
 from sglang_esamp.wire.request import GROUP_KEY, accept, stamp_group
 
@@ -69,15 +68,3 @@ def test_engine_calls_are_local_and_keep_their_sessions():
     accept({"esamp": {"session": sid}})
     with pytest.raises(ESampParamError):
         http({"session": sid}, None)   # an Engine session is not an anonymous HTTP client's
-
-
-def test_every_malformed_sampling_params_item_is_named():
-    with pytest.raises(ESampParamError) as e:
-        rewrite_body("/generate", {"text": ["a", "b"], "sampling_params": [{"esamp": True}, "x"]})
-    assert e.value.field == "sampling_params[1]"
-    with pytest.raises(ESampParamError) as e:
-        rewrite_body("/generate", {"text": "a", "sampling_params": 3})
-    assert e.value.field == "sampling_params"
-    with pytest.raises(ESampParamError) as e:
-        rewrite_body("/v1/completions", {"prompt": "a", "custom_params": [1], "esamp": True})
-    assert e.value.field == "custom_params"

@@ -3,7 +3,6 @@ import subprocess
 import sys
 import uuid
 
-from sglang_esamp.serve.cpu_defaults import bind_cpu_threads
 from sglang_esamp.wire.placement import placement_rank, routing_key
 from sglang_esamp.wire.request import GROUP_KEY, accept, stamp_group
 
@@ -31,14 +30,3 @@ def test_a_session_routes_by_its_id_and_per_request_groups_spread():
     spread = [stamped(True, uuid.uuid4().hex, dp=2)["rank"] for _ in range(400)]
     assert 150 < sum(spread) < 250                                       # random request ids: both ranks used
     assert stamped(True, "r", dp=1)["rank"] == 0
-
-
-def test_cpu_thread_binding_splits_the_cores_between_ranks(monkeypatch):
-    monkeypatch.delenv("SGLANG_CPU_OMP_THREADS_BIND", raising=False)
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    bind_cpu_threads(2)
-    import os
-    assert os.environ["SGLANG_CPU_OMP_THREADS_BIND"] == "0-1|2-3"
-    monkeypatch.setenv("SGLANG_CPU_OMP_THREADS_BIND", "0|3")
-    bind_cpu_threads(2)
-    assert os.environ["SGLANG_CPU_OMP_THREADS_BIND"] == "0|3"          # the user's choice wins

@@ -1,4 +1,5 @@
-"""Group membership and slot lifecycle in the scheduler (GroupMembers over a real ESampCore, tiny sizes)."""
+"""Requests as members (runtime/members.py): Req -> Member parsing, join/leave through the real GroupTable over a
+real ESampCore (tiny sizes), and meta_info.esamp reports."""
 import types
 
 import pytest
@@ -6,7 +7,8 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
-from sglang_esamp.runtime.groups import GroupMembers
+from sglang_esamp.algo.group_table import GroupTable
+from sglang_esamp.runtime.members import Members
 from sglang_esamp.wire.request import stamp_group
 
 
@@ -18,11 +20,17 @@ class Clock:
         return self.t
 
 
+def members_over(core, cfg, clock=None):
+    table = GroupTable(core, core.counters, linger_s=cfg.group_linger_s, session_ttl_s=cfg.session_ttl_s,
+                       session_max=cfg.session_max, **({"clock": clock} if clock else {}))
+    return Members(core, table, cfg)
+
+
 def make(slots=2, linger=5.0):
     cfg = ESampConfig(bank_slots=slots, width=8, session_max=0, group_linger_s=linger)
     core = ESampCore(cfg, 16, torch.randn(32, 16))
     clock = Clock()
-    return GroupMembers(core, cfg, clock=clock), core, clock
+    return members_over(core, cfg, clock), core, clock
 
 
 def req(rid, esamp, group_rid, n):
@@ -41,7 +49,7 @@ def test_siblings_share_a_slot_released_after_the_last_of_n():
     assert core.bank.occupancy == 1
     reg.join(sibs[2])
     reg.leave(sibs[2])
-    assert core.bank.occupancy == 0 and reg.live_groups == {}
+    assert core.bank.occupancy == 0 and reg.table.groups == {}
 
 
 def test_incomplete_group_is_released_after_linger_and_counted():
@@ -50,10 +58,10 @@ def test_incomplete_group_is_released_after_linger_and_counted():
     reg.join(a)
     reg.leave(a)
     clock.t = 4.0
-    reg.expire_stale()
+    reg.table.expire()
     assert core.bank.occupancy == 1
     clock.t = 10.0
-    reg.expire_stale()
+    reg.table.expire()
     assert core.bank.occupancy == 0 and core.stats()["groups_expired"] == 1
 
 
@@ -94,7 +102,7 @@ def test_random_init_request_skips_the_warm_start():
     cfg = ESampConfig(bank_slots=2, width=8, session_max=0)
     core = ESampCore(cfg, 16, torch.randn(32, 16))
     core.bank.warm_start = {k: torch.full(v.shape[1:], 0.5) for k, v in core.bank.params.items()}
-    reg = GroupMembers(core, cfg)
+    reg = members_over(core, cfg)
     warm = reg.member_of(req("a", {"beta": 0.3}, "ra", 1))
     cold = reg.member_of(req("b", {"beta": 0.3, "init": "random"}, "rb", 1))
     sw, sc = reg.join(warm), reg.join(cold)
@@ -113,7 +121,7 @@ def test_siblings_that_end_before_decoding_still_leave_and_free_the_slot_at_once
     reg.leave(sibs[1])
     assert core.bank.occupancy == 1
     reg.leave(sibs[2])
-    assert core.bank.occupancy == 0 and reg.live_groups == {}
+    assert core.bank.occupancy == 0 and reg.table.groups == {}
     st = core.stats()
     assert st["groups_expired"] == 0 and st["members_left_before_decode"] == 2
 
@@ -123,7 +131,7 @@ def test_a_group_whose_members_all_end_before_decoding_never_takes_a_slot():
     sibs = [reg.member_of(req(f"r{i}", {"beta": 0.3}, "q", 3)) for i in range(3)]
     for m in sibs:
         reg.leave(m)
-    assert core.bank.occupancy == 0 and reg.left_early == {} and reg.live_groups == {}
+    assert core.bank.occupancy == 0 and reg.table.groups == {}
     assert reg.report(sibs[0])["steps"] == 0 and reg.report(sibs[0])["fallback"] is False
 
 
@@ -149,4 +157,4 @@ def test_a_member_that_left_never_rejoins_a_released_group():
     reg.join(a)
     reg.leave(a)
     assert core.bank.occupancy == 0
-    assert reg.join(a) is None and core.bank.occupancy == 0 and reg.live_groups == {}
+    assert reg.join(a) is None and core.bank.occupancy == 0 and reg.table.groups == {}

@@ -1,8 +1,10 @@
-"""``ESampRuntime``: ESamp attached to one SGLang ModelRunner (the served model, never a draft model).
+"""``ESampRuntime``: ESamp attached to one SGLang ModelRunner (the served model, never a draft model): the state
+every step function receives (core, group table, members, taps, counters, faults, metrics).
 
 Built after ``ModelRunner.load_model``: checks the architecture, installs the taps, builds the ``ESampCore`` with
-the model's own LM-head weight, and prints the configuration with the bank's memory. A bank that does not fit the
-memory left on its device is refused at startup with the numbers.
+the model's own LM-head weight and the ``GroupTable`` over it, and prints the configuration with the bank's memory.
+A bank that does not fit the memory left on its device is refused at startup with the numbers.
+``current_runtime()`` is read only by the hook shims (``shims.py``); everything below them gets the runtime passed.
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from ..algo.config import ESampConfig
 from ..algo.digest import tensor_digest
 from ..algo.core import ESampCore
 from ..algo.faults import FaultInjector
+from ..algo.group_table import GroupTable
+from ..algo.tap_spec import tap_spec
 from ..algo.vocab_shard import VocabShard
-from ..algo.taps import tap_spec
 from ..wire.modes import UnsupportedModeError, check_server_mode
-from .groups import GroupMembers
+from .members import Members
 from .metrics import PrometheusSink
 from .tap_buffers import DEFAULT_ROWS, TapBuffers
 from .taps import TapSet, UnsupportedModelError
@@ -34,7 +37,7 @@ def current_runtime() -> Optional["ESampRuntime"]:
     return _RUNTIME
 
 
-def _lm_head(model):
+def lm_head_of(model):
     head = getattr(model, "lm_head", None)
     weight = getattr(head, "weight", None)
     if weight is None:
@@ -84,7 +87,7 @@ class ESampRuntime:
         check_server_mode(getattr(model_runner, "server_args", None))
         model = model_runner.model
         hidden = int(model.config.hidden_size)
-        weight, bias = _lm_head(model)
+        weight, bias = lm_head_of(model)
         device = weight.device
         need = bank_memory(config.distiller_shape(hidden), config.bank_slots, config.torch_param_dtype,
                            config.optimizer).peak
@@ -105,7 +108,10 @@ class ESampRuntime:
                      "prefill_rows_sampled", "weight_updates", "warm_starts_dropped", "stock_draws_skipped"):
             self.counters.declare(name)
         self.dp_rank = _dp_rank(getattr(model_runner, "server_args", None))
-        self.members = GroupMembers(self.core, config, dp_rank=self.dp_rank)
+        self.table = GroupTable(self.core, self.counters, linger_s=config.group_linger_s,
+                                session_ttl_s=config.session_ttl_s, session_max=config.session_max)
+        self.members = Members(self.core, self.table, config, dp_rank=self.dp_rank)
+        self.in_flight = None   # the step whose update was submitted last and not yet settled (step.settle)
         self.faults = FaultInjector(config.debug_faults, seed=config.seed, counters=self.counters)
         if self.faults.probs.get("skip_taps"):
             self.taps.drop_write = lambda role: role == "source" and self.faults.fires("skip_taps")
@@ -135,10 +141,8 @@ class ESampRuntime:
         print(f"[esamp] warm start: {path}", file=sys.stderr, flush=True)
         return {"warm_start_state": state}
 
-    def refresh_lm_head(self) -> None:
-        """Read the LM head from the model again (a weight loader may have replaced the parameter object)."""
-        weight, bias = _lm_head(self.model_runner.model)
-        self.core.set_lm_head(weight, bias)
+    def forget_lm_head_digest(self) -> None:
+        """The head was read again (``weights.refresh_lm_head``): hash it anew when next asked."""
         self._lm_head_digest = None
 
     @property
@@ -148,29 +152,6 @@ class ESampRuntime:
         if self._lm_head_digest is None:
             self._lm_head_digest = tensor_digest(self.core.lm_head_weight)
         return self._lm_head_digest
-
-    def weights_changed(self, what: str, new_model_dir: Optional[str]) -> None:
-        """After a weight update (``runtime.weights``): read the LM head again; drop a warm start that no longer
-        fits the weights (``new_model_dir``: the checkpoint now served, None = unknown in-memory weights)."""
-        self.counters.add("weight_updates")
-        self.refresh_lm_head()
-        if self.core.bank.warm_start is None:
-            return
-        if new_model_dir is not None and self.warm_start_model is not None:
-            from ..algo.warm_start import WarmStartMismatch, check_metadata
-
-            try:
-                check_metadata({"model": self.warm_start_model}, self.config.warm_start,
-                               model_dir_or_fingerprint=new_model_dir)
-                return   # the same weights (e.g. reloaded): the warm start still fits
-            except WarmStartMismatch as e:
-                reason = str(e)
-        else:
-            reason = "the new weights are not a checkpoint the warm start can be checked against"
-        if self.core.drop_warm_start():
-            self.counters.add("warm_starts_dropped")
-            logger.warning("ESamp: warm start dropped after %s (%s); new groups start from random init",
-                           what, reason)
 
     def snapshot(self) -> dict:
         """What /esamp/stats shows per rank: the counters and how each combines across ranks (wire.stats)."""

@@ -1,6 +1,6 @@
-"""Plain-torch reference of the distiller forward (single slot, and grouped over a slot bank).
-
-The truth for ``grouped_forward_triton``; also the differentiable training path. fp32 accumulation,
+"""The distiller forward in plain torch (single slot, and grouped over a slot bank): the production training path
+(differentiable; ``algo.bank`` trains through it) and the CPU forward, and the truth ``grouped_forward_triton`` is
+tested against. fp32 accumulation,
 output in the input's dtype. Parameter layout: ``layout``.
 """
 from __future__ import annotations
@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from .layout import LN_EPS, OUT_LN_BIAS, OUT_LN_WEIGHT, block_names
 
 
-def distiller_forward_ref(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int, out_ln: bool) -> torch.Tensor:
-    """x [R, H]; params without a slot dimension. Differentiable. One distiller = ``distiller_forward_slots_ref``
+def distiller_forward_torch(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int, out_ln: bool) -> torch.Tensor:
+    """x [R, H]; params without a slot dimension. Differentiable. One distiller = ``distiller_forward_slots_torch``
     with a single slot."""
-    return distiller_forward_slots_ref(x.unsqueeze(0), {k: v.unsqueeze(0) for k, v in params.items()}, blocks,
+    return distiller_forward_slots_torch(x.unsqueeze(0), {k: v.unsqueeze(0) for k, v in params.items()}, blocks,
                                        out_ln)[0]
 
 
-def grouped_distiller_forward_ref(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, torch.Tensor],
+def grouped_distiller_forward_torch(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, torch.Tensor],
                                   blocks: int, out_ln: bool) -> torch.Tensor:
     """x [R, H], slot_ids [R] (int64, each in [0, S)), bank tensors shaped [S, ...] -> [R, H].
 
@@ -31,11 +31,11 @@ def grouped_distiller_forward_ref(x: torch.Tensor, slot_ids: torch.Tensor, bank:
     for s in torch.unique(slot_ids).tolist():
         rows = (slot_ids == s).nonzero(as_tuple=True)[0]
         slot_params = {name: t[s] for name, t in bank.items()}
-        out = out.index_put((rows,), distiller_forward_ref(x.index_select(0, rows), slot_params, blocks, out_ln).float())
+        out = out.index_put((rows,), distiller_forward_torch(x.index_select(0, rows), slot_params, blocks, out_ln).float())
     return out.to(x.dtype)
 
 
-def distiller_forward_slots_ref(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int,
+def distiller_forward_slots_torch(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int,
                                 out_ln: bool) -> torch.Tensor:
     """x [A, P, H]: P rows for each of A distillers; params shaped [A, ...] (distiller a = index a) -> [A, P, H].
 
