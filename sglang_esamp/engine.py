@@ -5,6 +5,9 @@ same ``sampling_params`` as the HTTP server (``{"esamp": {"beta": 0.25}}`` or ``
 SGLang failed to apply, or a mode ESamp cannot serve (``wire.modes``), is refused before or while the scheduler
 starts. The stock ``sgl.Engine`` also gets ESamp through the plugin, with the default configuration (or
 ``SGLANG_ESAMP_CONFIG``).
+The engine is SGLang's own class with one change: ``shutdown`` runs once. SGLang also registers it with ``atexit``,
+and a second run at interpreter exit logs into streams that are already closed (pytest's capture), printing
+"--- Logging error ---" tracebacks after the caller's last line.
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from .wire.handoff import export_config
 
 
 def Engine(model_path: Optional[str] = None, esamp: Union[None, Mapping, ESampConfig] = None, **kwargs):
-    import sglang as sgl
     from sglang.srt.plugins import load_plugins
 
     from .hooks import check_hooks_applied
@@ -29,5 +31,23 @@ def Engine(model_path: Optional[str] = None, esamp: Union[None, Mapping, ESampCo
     model_path = model_path or DEFAULT_MODEL
     if model_path in MODELS:
         model_path = resolve_model(model_path)
-    return sgl.Engine(model_path=model_path, **engine_cpu_defaults(kwargs))
+    return _engine_class()(model_path=model_path, **engine_cpu_defaults(kwargs))
+
+
+_ENGINE_CLASS = None
+
+
+def _engine_class():
+    global _ENGINE_CLASS
+    if _ENGINE_CLASS is None:
+        from sglang.srt.entrypoints.engine import Engine as SGLangEngine   # sgl.Engine may be a lazy proxy
+
+        class ESampEngine(SGLangEngine):
+            def shutdown(self):
+                if getattr(self, "_esamp_shut_down", False):
+                    return
+                self._esamp_shut_down = True
+                super().shutdown()
+        _ENGINE_CLASS = ESampEngine
+    return _ENGINE_CLASS
 
