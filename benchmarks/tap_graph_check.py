@@ -102,8 +102,8 @@ def expected(toy, ids, pos):
 
 def esamp_step(rows, device):
     r = torch.tensor(rows, device=device)
-    return step_state.ESampStep(runtime=None, rows=r, slots=r * 0, betas=r.float(), distiller_coef=r.float(),
-                                members=[None] * len(rows))
+    return step_state.ESampStep(runtime=None, rows=r, slots=r * 0, planned_slots=[0] * len(rows), betas=r.float(),
+                                distiller_coef=r.float(), members=[None] * len(rows))
 
 
 def close(a, b):

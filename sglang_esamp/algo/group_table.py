@@ -88,10 +88,10 @@ class GroupTable:
         now = self.clock()
         g = self.groups.get(key)
         if g is None:
-            early = self._early.pop(key, None)
+            early = self._early.get(key)
             if early is not None and member in early.members:
-                self._early[key] = early
                 return None
+            self._early.pop(key, None)
             slot, session = self._take_slot(session, warm, init_seed, now)
             g = self.groups[key] = Group(key, size, slot, session, gone=early.members if early else set())
             self.counters.set("groups_live", len(self.groups))

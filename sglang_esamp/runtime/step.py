@@ -93,6 +93,7 @@ def _plan_rows(rt, forward_batch, batch, decode: bool) -> Optional[ESampStep]:
         return None
     dev = rt.core.device
     step = ESampStep(runtime=rt, rows=torch.tensor(rows, device=dev), slots=torch.tensor(slots, device=dev),
+                     planned_slots=slots,
                      betas=torch.tensor(betas, dtype=torch.float32, device=dev),
                      distiller_coef=torch.tensor(coefs, dtype=torch.float32, device=dev), members=members,
                      sample_only=not decode)
@@ -160,12 +161,13 @@ def read_taps(rt, step: ESampStep, forward_batch) -> bool:
 
 def _drop_released_groups(rt, step: ESampStep) -> None:
     """A group released between plan and sample (the table is the truth) must not use its old slot."""
-    slots = step.slots.tolist()
+    slots = step.planned_slots
     keep = [j for j, m in enumerate(step.members) if m.group is None or slots[j] < 0 or rt.table.holds(m.group, slots[j])]
     if len(keep) == len(step.members):
         return
     idx = torch.tensor(keep, dtype=torch.int64, device=step.rows.device)
     step.members = [step.members[j] for j in keep]
+    step.planned_slots = [slots[j] for j in keep]
     for name in ("rows", "slots", "betas", "distiller_coef", "h_src", "h_tgt"):
         setattr(step, name, getattr(step, name).index_select(0, idx))
     _row_options(step, None if step.positions is None else step.positions.index_select(0, idx))
@@ -246,7 +248,7 @@ def measure(step: ESampStep, h_hat) -> Optional[StepMeasured]:
     signals: List[Optional[tuple]] = [None] * len(step.members)
     asked = [j for j, m in enumerate(step.members) if m.signals is not None]
     if asked and step.positions is not None:
-        pos, slots = step.positions.tolist(), step.slots.tolist()
+        pos, slots = step.positions.tolist(), step.planned_slots
         shift, rew = out.chosen_shift.tolist(), out.reweighted.tolist()
         nov = None
         if step.h_tgt is not None and h_hat is not None:
@@ -302,7 +304,7 @@ def contain(rt, step: Optional[ESampStep], error: BaseException, count_skipped: 
     if count_skipped:
         _count_skipped(step.members)
     try:
-        rt.core.reset_slots(sorted({int(s) for s in step.slots.tolist() if s >= 0}))
+        rt.core.reset_slots(sorted({s for s in step.planned_slots if s >= 0}))
     except Exception:  # the reset itself must not take the scheduler down either
         logger.exception("ESamp slot reset after a step error failed")
 

@@ -22,6 +22,7 @@ class ESampStep:
     # 1. plan (step.plan): the batch rows that use the ESamp rule this step, in batch order
     rows: torch.Tensor                      # [R] int64 batch rows
     slots: torch.Tensor                     # [R] int64 distiller slot; -1 = no distiller (control, bank full)
+    planned_slots: List[int]                # the same, as planned on the host (read without a device sync)
     betas: torch.Tensor                     # [R] fp32
     distiller_coef: torch.Tensor            # [R] fp32 multiplier of the distiller term: 1 = ESamp, 0 = sharpening
     members: List[object]                   # [R] members.Member of each row

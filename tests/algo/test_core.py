@@ -14,19 +14,10 @@ from sglang_esamp.algo.distiller import Distiller
 H, V = 32, 200
 
 
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
 def _core(**kw):
-    clock = kw.pop("clock", None) or FakeClock()
     cfg = ESampConfig(**{"width": 16, "bank_slots": 4, "session_max": 2, "session_ttl_s": 10.0, **kw})
     w = torch.randn(V, H, generator=torch.Generator().manual_seed(0)) * 0.3
-    return ESampCore(cfg, H, w, None, "cpu"), clock
+    return ESampCore(cfg, H, w, None, "cpu")
 
 
 def _rows(r, seed):
@@ -35,7 +26,7 @@ def _rows(r, seed):
 
 
 def test_prediction_is_exactly_one_step_stale():
-    core, _ = _core()
+    core = _core()
     slot = core.acquire_slot()
     shadow = Distiller(core.shape)                        # an independent replica trained with torch.optim
     shadow.load_export_state(core.bank.slot_state(slot))
@@ -56,7 +47,7 @@ def test_prediction_is_exactly_one_step_stale():
 
 
 def test_rows_without_a_slot_are_ignored():
-    core, _ = _core()
+    core = _core()
     a = core.acquire_slot()
     src, tgt = _rows(4, 0)
     ids = torch.tensor([a, -1, a, -1])
@@ -70,7 +61,7 @@ def test_rows_without_a_slot_are_ignored():
 
 
 def test_first_per_group_trains_one_row_per_slot():
-    core, _ = _core(train_rows="first_per_group")
+    core = _core(train_rows="first_per_group")
     a, b = core.acquire_slot(), core.acquire_slot()
     src, tgt = _rows(5, 1)
     ids = torch.tensor([b, a, a, b, -1])
@@ -85,7 +76,7 @@ def test_first_per_group_trains_one_row_per_slot():
 
 
 def test_counters_snapshot_is_json_and_consistent_while_training():
-    core, _ = _core()
+    core = _core()
     a = core.acquire_slot()
     stop = threading.Event()
     seen, errors = [], []
@@ -123,7 +114,7 @@ def test_counters_snapshot_is_json_and_consistent_while_training():
 
 
 def test_nonfinite_rows_are_dropped_and_counted_through_the_core():
-    core, _ = _core()
+    core = _core()
     a, b = core.acquire_slot(), core.acquire_slot()
     src, tgt = _rows(4, 0)
     tgt[0, 0] = float("inf")
@@ -144,7 +135,7 @@ def test_divergence_reset_is_counted_through_the_core():
     """The config's guard reaches the bank; a target blow-up after min_steps resets that group's slot only, and its
     huge loss stays out of mean_loss. With divergence_factor 0 and divergence_norm_factor 0 nothing fires."""
     for factor, norm_factor, fires in ((100.0, 10.0, True), (0.0, 0.0, False)):
-        core, _ = _core(divergence_factor=factor, divergence_norm_factor=norm_factor, divergence_min_steps=5)
+        core = _core(divergence_factor=factor, divergence_norm_factor=norm_factor, divergence_min_steps=5)
         a, b = core.acquire_slot(), core.acquire_slot()
         ids = torch.tensor([a, a, b, b])
         for t in range(8):
@@ -164,7 +155,7 @@ def test_divergence_reset_is_counted_through_the_core():
 
 
 def test_describe_reports_memory():
-    core, _ = _core()
+    core = _core()
     text = core.describe()
     assert "bank memory" in text and "4 slots" in text
 
@@ -173,7 +164,7 @@ def test_warm_start_file_is_loaded(tmp_path):
     from sglang_esamp.algo.tap_spec import TAP_PRESETS
     from sglang_esamp.algo.warm_start import WarmStartMismatch, save_warm_start
 
-    core, _ = _core()
+    core = _core()
     d = Distiller(core.shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         d.params["blocks__0__down"].normal_()
@@ -181,7 +172,7 @@ def test_warm_start_file_is_loaded(tmp_path):
     meta = {"model": {"model_id": "test", "config_sha256": "0"}, "taps": {"preset": "paper",
             **TAP_PRESETS["paper"].to_dict()}, "shape": core.shape.to_dict(), "preset": "paper"}
     save_warm_start(path, d.export_state(), meta)
-    warm, _ = _core(warm_start=str(path))
+    warm = _core(warm_start=str(path))
     s = warm.acquire_slot()
     x, _ = _rows(3, 0)
     torch.testing.assert_close(warm.predict(x, torch.full((3,), s)), d(x).detach())

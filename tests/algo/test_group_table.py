@@ -151,9 +151,8 @@ def test_sessions_are_evicted_least_recently_used_first_and_overflow_is_counted(
     assert table.session_slot("s3") is None
 
 
-@pytest.mark.parametrize("session_max", [0])
-def test_session_keys_are_ignored_when_session_max_is_zero(session_max):
-    table, core, _ = make(session_max=session_max)
+def test_session_keys_are_ignored_when_session_max_is_zero():
+    table, core, _ = make(session_max=0)
     table.join("a", "a", 1, session="s")
     table.leave("a", "a", 1)
     assert core.occupancy == 0 and table.session_slot("s") is None
