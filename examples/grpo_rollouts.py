@@ -18,6 +18,7 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,17 +44,16 @@ def parse_args(argv=None):
     return args
 
 
-def answer_key(task, problem, text, verdict) -> str:
+def answer_key(task, problem, text, score) -> str:
     """What counts as 'the same answer': the extracted number (GSM8K) or the whitespace-normalised code."""
     if task.name == "gsm8k":
-        return "|".join(verdict.get("extracted") or ["<none>"])
+        return "|".join(score.get("extracted") or ["<none>"])
     from sglang_esamp.bench_quality.tasks import extract_code
 
     return " ".join(extract_code(text, problem.data["entry_point"]).split())
 
 
-def rollouts(llm, tokenizer, problems, arm, args):
-    """The n completions of every problem (text, sampled logprobs, meta_info.esamp); scored afterwards."""
+def rollouts(llm, tokenizer, task, problems, arm, args):
     esamp = {"beta": args.beta if arm == "esamp" else 0.0, "logprobs": "sampled"}
     rows = []
     for i, p in enumerate(tqdm(problems, desc=arm, file=sys.stderr)):
@@ -63,27 +63,18 @@ def rollouts(llm, tokenizer, problems, arm, args):
         sp = {"n": args.n, "temperature": args.temperature, "min_p": args.min_p, "max_new_tokens": args.max_tokens,
               "sampling_seed": args.seed + i, "esamp": esamp}
         outs = llm.generate(input_ids=ids, sampling_params=sp, return_logprob=True)
-        samples = [{"text": o["text"], "logprob_sum": sum(t[0] for t in o["meta_info"]["output_token_logprobs"]),
-                    "tokens": len(o["meta_info"]["output_token_logprobs"]), "esamp": o["meta_info"].get("esamp")}
-                   for o in outs]
-        rows.append({"problem": p, "seed": args.seed + i, "samples": samples})
-    return rows
-
-
-def score(task, rows):
-    """Rewards and GRPO's group-normalised advantages. Run after the engine is shut down: the verifier may start
-    helper processes, and SGLang's shutdown ends every child process of its caller."""
-    for row in rows:
-        p = row["problem"]
-        for s in row["samples"]:
-            sc = task.score(p, s["text"])
-            s["correct"] = bool(sc["correct"])
-            s["answer"] = answer_key(task, p, s["text"], sc)
-        rewards = [float(s["correct"]) for s in row["samples"]]
+        samples = []
+        for o in outs:
+            score = task.score(p, o["text"])
+            lps = [t[0] for t in o["meta_info"]["output_token_logprobs"]]
+            samples.append({"text": o["text"], "correct": bool(score["correct"]),
+                            "answer": answer_key(task, p, o["text"], score), "logprob_sum": sum(lps),
+                            "tokens": len(lps), "esamp": o["meta_info"].get("esamp")})
+        rewards = [float(s["correct"]) for s in samples]
         mean, sd = statistics.fmean(rewards), statistics.pstdev(rewards)
-        for s, r in zip(row["samples"], rewards):
-            s["advantage"] = 0.0 if sd == 0 else (r - mean) / sd
-        row["problem"] = p.id
+        for s, r in zip(samples, rewards):
+            s["advantage"] = 0.0 if sd == 0 else (r - mean) / sd    # GRPO's group-normalised advantage
+        rows.append({"problem": p.id, "seed": args.seed + i, "samples": samples})
     return rows
 
 
@@ -132,20 +123,22 @@ def main(argv=None):
     config = {"bank_slots": args.bank_slots}
     if shipped_warm_start_exists(args.model):
         config["warm_start"] = "shipped"
+    # tqdm's default lock is a multiprocessing semaphore, registered with this process's resource tracker; SGLang's
+    # Engine.shutdown ends every child process of its caller, the tracker included, so at exit the semaphore's
+    # cleanup would print a "resource_tracker" warning and a KeyError after our table. A thread lock does not.
+    tqdm.set_lock(threading.RLock())
     llm = sglang_esamp.Engine(model_path=model_dir, esamp=config, log_level="error")
-    generated = {}
+    results = {}
     try:
         for arm in ("plain", "esamp"):
             t0 = time.perf_counter()
-            rows = rollouts(llm, tokenizer, problems, arm, args)
-            generated[arm] = (rows, time.perf_counter() - t0)
+            rows = rollouts(llm, tokenizer, task, problems, arm, args)
+            dt = time.perf_counter() - t0
+            table, total = summarise(rows, args.n)
+            tokens = sum(s["tokens"] for r in rows for s in r["samples"])
+            results[arm] = {"rows": rows, "table": table, "total": total, "tokens_per_s": tokens / dt}
     finally:
         llm.shutdown()
-    results = {}
-    for arm, (rows, dt) in generated.items():
-        table, total = summarise(score(task, rows), args.n)
-        tokens = sum(s["tokens"] for r in rows for s in r["samples"])
-        results[arm] = {"rows": rows, "table": table, "total": total, "tokens_per_s": tokens / dt}
     print_tables(results, args.n)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

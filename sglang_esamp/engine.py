@@ -7,7 +7,10 @@ starts. The stock ``sgl.Engine`` also gets ESamp through the plugin, with the de
 ``SGLANG_ESAMP_CONFIG``).
 The engine is SGLang's own class with one change: ``shutdown`` runs once. SGLang also registers it with ``atexit``,
 and a second run at interpreter exit logs into streams that are already closed (pytest's capture), printing
-"--- Logging error ---" tracebacks after the caller's last line.
+"--- Logging error ---" tracebacks after the caller's last line. SGLang's shutdown also ends every child process of
+the caller, the multiprocessing resource tracker included: a semaphore the caller made before it (tqdm's default
+lock is one) then prints a ``resource_tracker`` warning at exit; ``examples/grpo_rollouts.py`` gives tqdm a thread
+lock for that reason.
 """
 from __future__ import annotations
 
