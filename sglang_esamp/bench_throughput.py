@@ -33,6 +33,7 @@ from pathlib import Path
 import requests
 
 from .algo.counters import PHASES
+from .serve.server_probe import ServerProbe
 
 PROMPTS = ["Write a short poem about the sea.", "Give me three ideas for a birthday party.",
            "Describe a city on Mars.", "Tell a one-paragraph story about a lost key.",
@@ -70,12 +71,6 @@ def parse_args(argv=None):
     if a.compare_serial and a.serial:
         p.error("--compare-serial already runs a serial arm beside the async one; drop --serial")
     return a
-
-
-def _esamp_counters(base: str) -> dict:
-    r = requests.get(base + "/esamp/stats", timeout=60)
-    r.raise_for_status()
-    return r.json()["total"]
 
 
 def _generate(base: str, texts, params) -> dict:
@@ -129,7 +124,8 @@ def run(a) -> dict:
             targets["on_serial"] = (bases["esamp_serial"], arms["on"])
         for base, p in targets.values():   # warm-up every path once
             _generate(base, texts, dict(p, max_new_tokens=4))
-        before = _esamp_counters(bases["esamp"])
+        probe = stack.enter_context(ServerProbe(bases["esamp"], timeout_s=60))
+        before = probe.esamp_total()
         names = list(targets)
         rounds = []
         from tqdm import tqdm
@@ -148,7 +144,7 @@ def run(a) -> dict:
             rounds.append(rec)
             print("[bench] round {}: ".format(r) + ", ".join(f"{k} {rec[k]['tok_s']:.1f} tok/s" for k in names) +
                   f", on/off {rec['ratio_on_off']:.3f}", flush=True)
-        after = _esamp_counters(bases["esamp"])
+        after = probe.esamp_total()
     work = {k: after.get(k, 0) - before.get(k, 0) for k in after if isinstance(after.get(k), (int, float))}
     steps = max(1, work.get("esamp_steps", 0))
     result = {

@@ -191,12 +191,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         with contextlib.ExitStack() as stack:
             bases = [stack.enter_context(server(args, out, i)) for i in range(args.workers)]
             clients = [ServerClient(b, timeout_s=args.request_timeout) for b in bases]
-            sick = [b for b, c in zip(bases, clients) if not c.health()]
+            sick = [b for b, c in zip(bases, clients) if not c.probe.health().ok]
             if sick:
                 log(f"no healthy server at {', '.join(sick)}")
                 return 2
             client, base = clients[0], bases[0]
-            info = client.model_info()
+            info = client.probe.model_info()
             model_path = info.get("model_path") or ""
             model_name = args.model_name or model_name_of(model_path)
             from transformers import AutoTokenizer
@@ -208,8 +208,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                               on_block=lambda blk, b=b: save_block(blk, b), main_calls=calls)
                        for b, c in zip(bases, clients)]
             runner = runners[0]
-            stats = client.esamp_stats() or {}
-            config = ((stats.get("ranks") or [{}])[0].get("config")) or {}
+            config = client.probe.esamp_config()
             server_facts = {"base_url": base, "model_path": model_path, "self_started": bool(args.model),
                             "warm_start": config.get("warm_start"), "esamp_config": config}
             if args.workers > 1:

@@ -20,6 +20,7 @@ from typing import Iterator, List, Optional, Sequence
 import requests
 
 from ..serve.local_server import local_server
+from ..serve.server_probe import ServerProbe
 
 
 class RequestRejected(RuntimeError):
@@ -37,6 +38,7 @@ class ServerClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self._session = requests.Session()
+        self.probe = ServerProbe(self.base)     # /health, /esamp/stats, /model_info
 
     # -------------------------------------------------------------- plumbing
     def _post(self, path: str, body: dict):
@@ -56,33 +58,6 @@ class ServerClient:
                 continue
             return r.json()
         raise RuntimeError(f"POST {self.base}{path} failed after {self.retries + 1} tries: {last}")
-
-    def get_json(self, path: str, timeout: float = 30.0):
-        r = self._session.get(self.base + path, timeout=timeout)
-        r.raise_for_status()
-        return r.json()
-
-    # -------------------------------------------------------------- server facts
-    def health(self) -> bool:
-        try:
-            return self._session.get(self.base + "/health", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def model_info(self) -> dict:
-        for path in ("/model_info", "/get_model_info"):
-            try:
-                return self.get_json(path)
-            except requests.RequestException:
-                continue
-        return {}
-
-    def esamp_stats(self) -> Optional[dict]:
-        """``GET /esamp/stats`` (None when the server has no ESamp routes)."""
-        try:
-            return self.get_json("/esamp/stats")
-        except requests.RequestException:
-            return None
 
     # -------------------------------------------------------------- generation and scoring
     def generate(self, input_ids: List[int], sampling_params: dict) -> List[dict]:

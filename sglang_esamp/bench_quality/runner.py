@@ -18,6 +18,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..serve.server_probe import config_of
 from .cache import SampleCache, sample_key, settings_hash
 from .client import RequestRejected, ServerClient
 from .methods import Method
@@ -99,8 +100,8 @@ class Runner:
     def precheck(self, methods: Sequence[Method]) -> List[Method]:
         """Methods worth trying on this server; the others go to ``self.skipped`` with the reason. A method the
         server refuses later (HTTP 4xx on its first request) is skipped then, with the server's message."""
-        stats = self.client.esamp_stats()
-        config = ((stats or {}).get("ranks") or [{}])[0].get("config") or {}
+        stats = self.client.probe.esamp_stats_or_none()
+        config = config_of(stats)
         ok = []
         for m in methods:
             if m.uses_esamp_path and stats is None:
@@ -119,8 +120,7 @@ class Runner:
         """Never more ESamp groups in flight than the bank has slots (a full bank falls back to plain sampling)."""
         if not method.trains_distiller:
             return self.concurrency
-        stats = self.client.esamp_stats() or {}
-        slots = (((stats.get("ranks") or [{}])[0].get("config") or {}).get("bank_slots"))
+        slots = self.client.probe.esamp_config().get("bank_slots")
         return max(1, min(self.concurrency, int(slots))) if slots else self.concurrency
 
     # -------------------------------------------------------------- generation
@@ -168,7 +168,7 @@ class Runner:
         if not todo:
             return block
         conc = self.concurrency_for(method)
-        before = self.client.esamp_stats()
+        before = self.client.probe.esamp_stats_or_none()
         t0 = time.time()
         from tqdm import tqdm
 
@@ -204,7 +204,7 @@ class Runner:
         bar.close()
         block["wall_s"] = time.time() - t0
         block["concurrency"] = conc
-        block["counters_delta"] = counter_delta(before, self.client.esamp_stats())
+        block["counters_delta"] = counter_delta(before, self.client.probe.esamp_stats_or_none())
         return block
 
     def run(self, tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods: Sequence[Method]):

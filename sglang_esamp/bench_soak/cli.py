@@ -23,8 +23,9 @@ import httpx
 from ..bench_quality.client import shipped_warm_start_exists
 from ..serve.local_server import local_server_process
 from .mix import Planner
-from .report import (build_report, capabilities, config_of, format_table, health, new_run_id, probe_sessions,
-                     settle, stats, total_of, wait_quiet, SessionTarget)
+from ..serve.server_probe import ProbeError, ServerProbe, config_of
+from .report import (build_report, capabilities, format_table, health, new_run_id, probe_sessions, settle,
+                     wait_quiet, SessionTarget)
 from .runner import Runner
 
 DEFAULT_OUTPUT = "benchmarks/results/soak/report.json"
@@ -103,33 +104,19 @@ def server(args, log_dir: Path):
         yield base, proc
 
 
-def model_path_of(http: httpx.Client) -> Optional[str]:
-    for path in ("/model_info", "/get_model_info"):
-        try:
-            r = http.get(path, timeout=30)
-            if r.status_code == 200:
-                return r.json().get("model_path")
-        except (httpx.HTTPError, ValueError):
-            continue
-    return None
-
-
 def soak(args, base: str, proc, command: str) -> dict:
     http = httpx.Client(base_url=base, timeout=60.0)
+    probe = ServerProbe(base, timeout_s=60.0)
     try:
-        try:
-            ok = http.get("/health", timeout=30).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        if not ok:
+        if not probe.health(timeout_s=30).ok:
             raise RuntimeError(f"no healthy server at {base}")
         try:
-            stats(http)
-        except (httpx.HTTPError, ValueError) as e:
+            probe.esamp_stats()
+        except ProbeError as e:
             raise RuntimeError(f"{base} has no /esamp/stats (not an ESamp server?): {e}") from None
         run_id = new_run_id()
         sessions = probe_sessions(http, run_id)
-        before = wait_quiet(http)
+        before = wait_quiet(probe)
         config = config_of(before)
         caps = capabilities(before, sessions)
         faults = args.faults or config.get("debug_faults")
@@ -142,18 +129,18 @@ def soak(args, base: str, proc, command: str) -> dict:
         load = asyncio.run(runner.run(units))
         session_max = config.get("session_max")
         target = SessionTarget(before, runner.registered, 4 if session_max is None else int(session_max))
-        settle_info = settle(http, target, load["last_response"], args.settle_timeout)
-        alive = health(http, proc)
+        settle_info = settle(probe, target, load["last_response"], args.settle_timeout)
+        alive = health(probe, proc)
         after_total = settle_info.pop("total")
         if alive["alive"]:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                after_total = total_of(stats(http))
+            with contextlib.suppress(ProbeError):
+                after_total = probe.esamp_total()
         settings = {"requests": args.requests, "concurrency": args.concurrency, "time_limit_s": args.time_limit,
                     "seed": args.seed, "max_tokens": args.max_tokens, "faults": faults, "retract": args.retract,
                     "model": args.model, "server_args": args.server_arg, "settle_timeout_s": args.settle_timeout}
         keep = ("bank_slots", "session_max", "session_ttl_s", "default_beta", "warm_start", "update_mode",
                 "group_linger_s", "debug_faults")
-        server_facts = {"base_url": base, "self_started": bool(args.model), "model_path": model_path_of(http),
+        server_facts = {"base_url": base, "self_started": bool(args.model), "model_path": probe.model_info().get("model_path"),
                         "esamp_config": {k: config.get(k) for k in keep if k in config}}
         facts = {"peaks": runner.peaks, "sessions": {
             "pool": caps.session_pool, "starts": runner.session_starts, "with_slot": len(runner.registered),
@@ -163,6 +150,7 @@ def soak(args, base: str, proc, command: str) -> dict:
                             after_total=after_total, alive=alive, faults=faults, command=command)
     finally:
         http.close()
+        probe.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import httpx
 
+from ..serve.server_probe import ServerProbe, config_of, total_of
 from .mix import Capabilities
 from .runner import Result
 
@@ -34,20 +35,6 @@ RAISING_FAULTS = ("predict", "sample", "update")
 
 
 # ---------------------------------------------------------------------------------------------------------- probes
-def stats(http: httpx.Client) -> dict:
-    r = http.get("/esamp/stats", timeout=30)
-    r.raise_for_status()
-    return r.json()
-
-
-def total_of(s: dict) -> Dict[str, float]:
-    return dict(s.get("total") or {})
-
-
-def config_of(s: dict) -> dict:
-    return dict(((s.get("ranks") or [{}])[0] or {}).get("config") or {})
-
-
 def live_sessions(total: Dict[str, float]) -> Optional[Tuple[str, float]]:
     for name in LIVE_SESSION_COUNTERS:
         if name in total:
@@ -90,11 +77,11 @@ def probe_sessions(http: httpx.Client, run_id: str) -> dict:
             "probe_new_param": param_n, "probe_session_ids": probe_ids, "probe_sessions_with_slot": held}
 
 
-def wait_quiet(http: httpx.Client, timeout_s: float = 60.0) -> dict:
+def wait_quiet(probe: ServerProbe, timeout_s: float = 60.0) -> dict:
     """Stats once no group is live (a soak against a busy server would count others' groups)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        s = stats(http)
+        s = probe.esamp_stats()
         if not total_of(s).get("groups_live") or time.monotonic() > deadline:
             return s
         time.sleep(0.2)
@@ -135,10 +122,11 @@ class SessionTarget:
         return target, True, "occupancy before + this run's sessions with a slot"
 
 
-def settle(http: httpx.Client, target: Callable, t_last: float, timeout_s: float, interval_s: float = 0.05) -> dict:
+def settle(probe: ServerProbe, target: Callable, t_last: float, timeout_s: float,
+           interval_s: float = 0.05) -> dict:
     polls = 0
     while True:
-        total = total_of(stats(http))
+        total = probe.esamp_total()
         now = time.monotonic()
         polls += 1
         occ, live = int(total.get("bank_occupancy") or 0), int(total.get("groups_live") or 0)
@@ -151,16 +139,11 @@ def settle(http: httpx.Client, target: Callable, t_last: float, timeout_s: float
         time.sleep(interval_s)
 
 
-def health(http: httpx.Client, proc=None) -> dict:
-    try:
-        code = http.get("/health", timeout=30).status_code
-    except httpx.HTTPError as e:
-        code, err = None, f"{type(e).__name__}: {e}"
-    else:
-        err = None
+def health(probe: ServerProbe, proc=None) -> dict:
+    answer = probe.health(timeout_s=30)
     alive = proc.poll() is None if proc is not None else None
-    return {"health_status": code, "process_alive": alive, "error": err,
-            "alive": code == 200 and alive is not False}
+    return {"health_status": answer.status, "process_alive": alive, "error": answer.error,
+            "alive": answer.ok and alive is not False}
 
 
 # ---------------------------------------------------------------------------------------------------------- report

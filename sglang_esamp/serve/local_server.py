@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import requests
+from .server_probe import ServerProbe
 
 
 def free_port() -> int:
@@ -43,16 +43,14 @@ def local_server_process(args: List[str], log_path: Path, env_extra: Optional[Di
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    probe = ServerProbe(base)
     try:
         deadline = time.time() + start_timeout_s
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{Path(log_path).read_text()[-4000:]}")
-            try:
-                if requests.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
+            if probe.health(timeout_s=2).ok:
+                break
             if time.time() > deadline:
                 raise TimeoutError(f"server not healthy after {start_timeout_s:.0f}s (log: {log_path})")
             time.sleep(1)
@@ -67,3 +65,4 @@ def local_server_process(args: List[str], log_path: Path, env_extra: Optional[Di
             except ProcessLookupError:
                 pass
         log.close()
+        probe.close()
