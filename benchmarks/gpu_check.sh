@@ -6,7 +6,9 @@
 #   algorithm level (benchmarks/async_update_check.py: ESamp's overhead per step over a no-ESamp loop, same tokens
 #   and weights, the top ops of a serial step), 4. ESamp's taps
 #   under CUDA-graph capture and replay (benchmarks/tap_graph_check.py: rows equal eager, a graph without taps is a
-#   miss).
+#   miss), 5. ESamp's step against a graph-replayed forward of the Qwen2.5-0.5B and -7B shapes
+#   (benchmarks/esamp_graph_bench.py: off / eager / graphed, serial and async; same tokens and weights graphed as
+#   eager).
 # Results land in ${OUT:-benchmarks/results/gpu}. Usage: bash benchmarks/gpu_check.sh [--dry-run]
 # (--dry-run: CPU, interpreter, tiny sizes -- checks the script itself on a machine without a GPU).
 # each step runs even if an earlier one failed (one device lease: a failed step must not hide the others)
@@ -35,5 +37,8 @@ timeout 180 "$PY" benchmarks/async_update_check.py $( [ "$DRY" = 1 ] && echo --d
 echo "== 4. taps under CUDA-graph replay"
 timeout 120 "$PY" benchmarks/tap_graph_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/tap_graph_check.json" \
   2>&1 | tee "$OUT/tap_graph_check.txt" || FAILED+=(tap_graph)
+echo "== 5. ESamp step vs a graph-replayed forward"
+timeout 300 "$PY" benchmarks/esamp_graph_bench.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/esamp_graph_bench" \
+  2>&1 | tee "$OUT/esamp_graph_bench.txt" || FAILED+=(esamp_graph_bench)
 if [ ${#FAILED[@]} -gt 0 ]; then echo "gpu_check FAILED steps: ${FAILED[*]} ($OUT)"; exit 1; fi
 echo "gpu_check done: $OUT"

@@ -1,6 +1,7 @@
 """``sglang_esamp.Engine``: SGLang's offline ``sgl.Engine`` with ESamp configured and the CPU defaults applied.
 
-``Engine(model_path="smollm2-135m-instruct", esamp={"bank_slots": 8}, **sgl_engine_kwargs)``; requests use the
+``Engine(model_path="smollm2-135m-instruct", esamp={"bank_slots": 8}, **sgl_engine_kwargs)`` (``bank_slots``
+left out is ``"auto"``: sized in the scheduler once the model loads, docs/scale.md); requests use the
 same ``sampling_params`` as the HTTP server (``{"esamp": {"beta": 0.25}}`` or ``{"esamp": True}``). A hook that
 SGLang failed to apply, or a mode ESamp cannot serve (``wire.modes``), is refused before or while the scheduler
 starts. The stock ``sgl.Engine`` also gets ESamp through the plugin, with the default configuration (or

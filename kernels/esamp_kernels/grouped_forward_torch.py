@@ -35,6 +35,39 @@ def grouped_distiller_forward_torch(x: torch.Tensor, slot_ids: torch.Tensor, ban
     return out.to(x.dtype)
 
 
+def grouped_distiller_forward_sorted_torch(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, torch.Tensor],
+                                          blocks: int, out_ln: bool) -> torch.Tensor:
+    """``grouped_distiller_forward_torch`` without reading a tensor value back to the host (the sync-free step):
+    rows sorted by slot, the slot offsets counted on the device, and one grouped matmul per weight
+    (``torch._grouped_mm``: each slot's rows against that slot's matrix; empty slots cost nothing). Not
+    differentiable (the prediction path). Falls back to every slot on every row, masked, when the shapes do not
+    meet the grouped matmul's 16-byte alignment (small widths in tests) -- S times the work, still no host read.
+    """
+    r, hdim = x.shape
+    s_count = bank[block_names(0)[0]].shape[0]
+    width = bank[block_names(0)[0]].shape[2]
+    order = torch.argsort(slot_ids, stable=True)
+    sid = slot_ids.index_select(0, order)
+    h = x.index_select(0, order).float()
+    aligned = hdim % 4 == 0 and width % 4 == 0 and hasattr(torch, "_grouped_mm")
+    if aligned:
+        offs = torch.zeros(s_count, dtype=torch.int32, device=x.device).index_add_(
+            0, sid, torch.ones_like(sid, dtype=torch.int32)).cumsum(0).to(torch.int32)
+        mm = lambda a, w: torch._grouped_mm(a, w.float(), offs=offs)   # noqa: E731
+    else:
+        onehot = (sid.unsqueeze(1) == torch.arange(s_count, device=x.device)).float()   # [R, S]
+        mm = lambda a, w: torch.einsum("rs,srw->rw", onehot, torch.matmul(a.unsqueeze(0), w.float()))  # noqa: E731
+    for k in range(blocks):
+        up, gate, bias, down = (bank[n] for n in block_names(k))
+        act = F.silu(mm(h, gate) + bias.float().index_select(0, sid)) * mm(h, up)
+        h = h + mm(act, down)
+    if out_ln:
+        w, b = bank[OUT_LN_WEIGHT].float().index_select(0, sid), bank[OUT_LN_BIAS].float().index_select(0, sid)
+        h = F.layer_norm(h, (hdim,), None, None, LN_EPS) * w + b
+    out = torch.empty_like(h).index_copy_(0, order, h)
+    return out.to(x.dtype)
+
+
 def distiller_forward_slots_torch(x: torch.Tensor, params: Dict[str, torch.Tensor], blocks: int,
                                 out_ln: bool) -> torch.Tensor:
     """x [A, P, H]: P rows for each of A distillers; params shaped [A, ...] (distiller a = index a) -> [A, P, H].

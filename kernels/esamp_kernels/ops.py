@@ -16,7 +16,7 @@ import torch
 from .candidate_ref import candidate_novelty_logits_ref
 from .dispatch import (KernelUnsupportedError, choose, kernel_counters, kernel_mode, reset_kernel_counters,
                        set_kernel_mode)
-from .grouped_forward_torch import grouped_distiller_forward_torch
+from .grouped_forward_torch import grouped_distiller_forward_sorted_torch, grouped_distiller_forward_torch
 
 __all__ = [
     "candidate_novelty_logits", "grouped_distiller_forward", "kernel_counters", "reset_kernel_counters",
@@ -55,13 +55,17 @@ def candidate_novelty_logits(h_hat: torch.Tensor, cand_ids: torch.Tensor, counts
 
 
 def grouped_distiller_forward(x: torch.Tensor, slot_ids: torch.Tensor, bank: Dict[str, torch.Tensor],
-                              blocks: int, out_ln: bool) -> torch.Tensor:
+                              blocks: int, out_ln: bool, sync_free: bool = False) -> torch.Tensor:
     """No-grad prediction path over a slot bank: row r runs slot ``slot_ids[r]``'s distiller. [R, H], x's dtype.
 
     Slot ids must lie in [0, S); the Triton path does not check them (that would need a host sync).
+    ``sync_free``: never read a tensor value back to the host (the Triton kernel never does; in torch the rows
+    are sorted by slot and run as one grouped matmul per weight, ``grouped_distiller_forward_sorted_torch``).
     """
     args = (x, slot_ids, bank, blocks, out_ln)
     impl = choose("grouped_forward", x.device, lambda: _why_not("grouped_forward_triton", *args))
     if impl == "triton":
         return _triton_module("grouped_forward_triton").grouped_distiller_forward_triton(*args)
+    if sync_free:
+        return grouped_distiller_forward_sorted_torch(*args)
     return grouped_distiller_forward_torch(*args)

@@ -124,6 +124,9 @@ class DistillerBank:
                  dtype: torch.dtype = torch.float32, device=None, seed: int = 0,
                  warm_start: Optional[Dict[str, torch.Tensor]] = None, fused_adam: bool = True,
                  guard: DivergenceGuard = DivergenceGuard()):
+        if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+            raise ValueError(f"a bank needs a number of slots >= 1, got {slots!r} (bank_slots 'auto' is resolved by "
+                             "the server at startup; elsewhere use ESampConfig.with_bank_slots(n))")
         self.shape = shape
         self.num_slots = slots
         self.opt = optimizer
@@ -231,10 +234,11 @@ class DistillerBank:
 
     # -- compute --------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
-        """h_hat [R, H] for rows ``x`` [R, H] with a slot per row, one batched no-grad forward."""
+    def predict(self, x: torch.Tensor, slot_ids: torch.Tensor, sync_free: bool = False) -> torch.Tensor:
+        """h_hat [R, H] for rows ``x`` [R, H] with a slot per row, one batched no-grad forward (``sync_free``: no
+        tensor value read back to the host on any device)."""
         return ops.grouped_distiller_forward(x, slot_ids.to(torch.int64), self.params, self.shape.blocks,
-                                             self.shape.out_ln)
+                                             self.shape.out_ln, sync_free=sync_free)
 
     def train_step(self, src: torch.Tensor, tgt: torch.Tensor, slot_ids: torch.Tensor) -> TrainResult:
         """One update of every slot that has rows: loss = sum over slots of mean over rows of ||tgt - f(src)||^2,

@@ -2,11 +2,14 @@
 
 Every knob is named, validated (messages name the field and the allowed range) and printed by ``describe()``.
 Decisions DESIGN.md is silent on:
-  * ``bank_slots`` defaults to 16: the paper preset costs ~16 MB/slot (fp32 params + Adam) at H=576 and ~99 MB/slot
-    at H=3584, so 16 slots stay well under 2 GB on a 7B model; raise it for many concurrent groups.
+  * ``bank_slots`` is ``"auto"`` (the default) or a number. ``auto`` is resolved by the server at startup, once
+    the model is loaded, from a memory budget (``memory_headroom`` of the memory SGLang's own reservation leaves),
+    never above ``max_running_requests`` nor a hard cap (``algo.bank_sizing``); ``with_bank_slots(n)`` gives the
+    resolved config, whose ``bank_slots`` is the int every reader (bank, counters, /esamp/stats) sees. A number wins.
+    The bank itself (``ESampCore``) needs the number: code that builds one outside a server resolves first.
   * ``grad_clip`` = 0 disables clipping; ``session_max`` = 0 disables sessions (``esamp.session`` is then ignored
     and the group's slot is freed at release). ``session_max`` may not exceed ``bank_slots``; left unset it is
-    ``min(4, bank_slots)`` so a small bank needs no second flag.
+    ``min(4, bank_slots)`` so a small bank needs no second flag (with ``auto``: once the slots are resolved).
   * ``width``/``blocks``/``out_ln``/``gate_bias`` are overrides on top of the ``distiller`` preset (None = preset).
   * ``param_dtype`` is the bank's parameter dtype; Adam moments are always fp32 (bf16 params lose tiny updates).
   * ``seed`` seeds the per-slot init generators (slot init k of the bank draws from seed + k).
@@ -16,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple, Union
 
 import torch
 
+from .bank_sizing import AUTO
 from .distiller import DistillerShape
 from .faults import parse_fault_spec
 from .tap_spec import TAP_PRESETS
@@ -98,7 +102,7 @@ class ESampConfig:
     divergence_factor: float = 100.0
     divergence_norm_factor: float = 10.0
     divergence_min_steps: int = 5
-    bank_slots: int = 16
+    bank_slots: Union[int, str] = AUTO     # "auto": sized at server startup (algo.bank_sizing) | a number of slots
     default_beta: float = 0.25
     candidate_cap: int = 1024
     greedy: str = "skip"                   # skip: T=0 rows untouched | apply: argmax over reweighted candidates
@@ -106,6 +110,8 @@ class ESampConfig:
     train_rows: str = "all"                # all | first_per_group
     update_mode: str = "auto"              # auto: async with a CPU core to spare, else serial (CUDA too) |
                                            # async (worker thread / CUDA side stream) | serial (inline)
+    sync_free: str = "auto"                # auto: on CUDA (a host read is a device sync; graphs capture none) |
+                                           # on | off (CPU's default: reads are free, adaptive widths faster)
     taps: str = "paper"                    # tap preset (algo.tap_spec)
     warm_start: Optional[str] = None       # path to a distiller file in the Distiller.export_state() layout
     session_ttl_s: float = 600.0
@@ -115,7 +121,8 @@ class ESampConfig:
     debug_faults: Optional[str] = None     # test switch (algo.faults): e.g. "predict:0.05,update:0.05"; None = off
     max_group_size: int = 4096             # largest esamp.group_size a request may ask for
     group_linger_s: float = 30.0           # backstop: an incomplete group with no live member is freed after this
-    memory_headroom: float = 0.5           # the bank may take at most this share of the memory free at startup
+    memory_headroom: float = 0.5           # the bank may take at most this share of the memory free at startup;
+                                           # bank_slots auto: this share of what SGLang's reservation leaves
 
     def __post_init__(self):
         if isinstance(self.betas, list):
@@ -147,20 +154,22 @@ class ESampConfig:
             if 0 < x < 1:
                 raise ESampParamError(p + name, f"must be 0 (off) or >= 1, got {x:g}")
         _check_int(p + "divergence_min_steps", self.divergence_min_steps, 0, 1 << 20)
-        _check_int(p + "bank_slots", self.bank_slots, 1, 1 << 16)
+        self._check_bank_slots(p + "bank_slots")
         check_real(p + "default_beta", self.default_beta, 0.0, BETA_MAX)
         _check_int(p + "candidate_cap", self.candidate_cap, 1, 1 << 20)
         _check_choice(p + "greedy", self.greedy, GREEDY_MODES)
         _check_choice(p + "temperature_form", self.temperature_form, TEMPERATURE_FORMS)
         _check_choice(p + "train_rows", self.train_rows, TRAIN_ROWS)
         _check_choice(p + "update_mode", self.update_mode, UPDATE_MODES)
+        _check_choice(p + "sync_free", self.sync_free, ("auto", "on", "off"))
         _check_choice(p + "taps", self.taps, TAP_PRESETS)
         if self.warm_start is not None and (not isinstance(self.warm_start, str) or not self.warm_start):
             raise ESampParamError(p + "warm_start", f"must be a non-empty path or null, got {self.warm_start!r}")
         check_real(p + "session_ttl_s", self.session_ttl_s, 0.0, 1e9, lo_open=True)
-        if self.session_max is None:
+        if self.session_max is None and self.bank_slots != AUTO:
             object.__setattr__(self, "session_max", min(4, self.bank_slots))
-        _check_int(p + "session_max", self.session_max, 0, self.bank_slots)
+        if self.session_max is not None:
+            _check_int(p + "session_max", self.session_max, 0, None if self.bank_slots == AUTO else self.bank_slots)
         _check_choice(p + "param_dtype", self.param_dtype, PARAM_DTYPES)
         _check_int(p + "seed", self.seed, 0, (1 << 63) - 1)
         try:
@@ -170,6 +179,38 @@ class ESampConfig:
         _check_int(p + "max_group_size", self.max_group_size, 1, 1 << 20)
         check_real(p + "group_linger_s", self.group_linger_s, 0.0, 1e9, lo_open=True)
         check_real(p + "memory_headroom", self.memory_headroom, 0.0, 1.0, lo_open=True)
+
+    def _check_bank_slots(self, field: str):
+        """``"auto"`` or an integer in [1, 65536]; a string holding an integer (a CLI or JSON value) becomes it."""
+        x = self.bank_slots
+        if isinstance(x, str):
+            text = x.strip().lower()
+            if text == AUTO:
+                object.__setattr__(self, "bank_slots", AUTO)
+                return
+            try:
+                x = int(text)
+            except ValueError:
+                raise ESampParamError(field, f"must be 'auto' or a number of slots in [1, 65536], got {x!r}") from None
+            object.__setattr__(self, "bank_slots", x)
+        if not isinstance(x, int) or isinstance(x, bool):
+            raise ESampParamError(field, f"must be 'auto' or a number of slots in [1, 65536], got {x!r}")
+        if not 1 <= x <= 1 << 16:
+            raise ESampParamError(field, f"must be 'auto' or a number of slots in [1, 65536], got {x}")
+
+    @property
+    def bank_slots_auto(self) -> bool:
+        return self.bank_slots == AUTO
+
+    def with_bank_slots(self, slots: int) -> "ESampConfig":
+        """This config with ``bank_slots`` resolved to ``slots`` (an unset ``session_max`` follows it). An explicit
+        ``session_max`` above the resolved slots is refused, naming both settings."""
+        session_max = None if self.bank_slots == AUTO and self.session_max is None else self.session_max
+        if session_max is not None and isinstance(slots, int) and session_max > slots:
+            raise ESampParamError("esamp.session_max", f"must be at most the bank's slots, got {session_max} with "
+                                  f"bank_slots {slots} (resolved from {self.bank_slots!r}); lower --esamp-session-max "
+                                  "or give --esamp-bank-slots a number")
+        return dataclasses.replace(self, bank_slots=slots, session_max=session_max)
 
     # -- derived --------------------------------------------------------------------------------------------
     def divergence_guard(self):
@@ -209,8 +250,10 @@ class ESampConfig:
     def describe(self, hidden: Optional[int] = None, memory: Optional[str] = None) -> str:
         """A multi-line startup print: every knob, plus the derived distiller shape and bank memory if known."""
         lines = ["[esamp] configuration:"]
+        pending = {"bank_slots": "auto (each rank sizes its bank once the model has loaded and prints how)",
+                   "session_max": "None (min(4, bank_slots) once the slots are sized)"} if self.bank_slots_auto else {}
         for k, v in self.to_dict().items():
-            lines.append(f"[esamp]   {k:<17} = {v}")
+            lines.append(f"[esamp]   {k:<17} = {pending.get(k, v) if v in (AUTO, None) else v}")
         if hidden is not None:
             s = self.distiller_shape(hidden)
             lines.append(f"[esamp]   distiller shape   = {s.to_dict()} ({s.num_params():,} params/slot)")

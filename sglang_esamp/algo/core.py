@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -28,6 +28,7 @@ from .bank import DistillerBank, OptimizerSpec, TrainResult
 from .config import ESampConfig
 from .counters import ESampCounters
 from .sampling import SampleOutput, esamp_sample
+from .step_graphs import RuleInputs, StepGraphs
 from .update_runner import make_update_runner
 from .warm_start import load_warm_start
 
@@ -59,6 +60,11 @@ class ESampCore:
                                   guard=config.divergence_guard())
         self.counters = ESampCounters(config.bank_slots)
         self.runner = make_update_runner(config.update_mode, self.device)
+        # no host read on the step (``config.sync_free``): on CUDA each read is a device sync and no graph can
+        # capture one; on CPU reads are free and the adaptive candidate widths measured faster
+        self.sync_free = config.sync_free == "on" or (config.sync_free == "auto" and self.device.type == "cuda")
+        # a sync-free step's rule replays per shape bucket (CUDA graphs; on CPU the same buffers, eagerly)
+        self.graphs = StepGraphs(self._rule, self.device, self.counters) if self.sync_free else None
 
     # -- slots (GroupTable is the caller: it knows which group holds which) ----------------------------------
     def acquire_slot(self, warm: bool = True, init_seed: Optional[int] = None) -> Optional[int]:
@@ -115,6 +121,9 @@ class ESampCore:
     def _predict(self, h_src: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
         slot_ids = slot_ids.to(device=h_src.device, dtype=torch.int64)
         has = slot_ids >= 0
+        if self.sync_free:   # every row predicted (slot -1 rows with slot 0's weights), then masked
+            out = self.bank.predict(h_src, slot_ids.clamp(min=0), sync_free=True)
+            return torch.where(has.unsqueeze(1), out, torch.zeros_like(out))
         if bool(has.all()):
             return self.bank.predict(h_src, slot_ids)
         out = torch.zeros_like(h_src)
@@ -123,20 +132,51 @@ class ESampCore:
             out[rows] = self.bank.predict(h_src.index_select(0, rows), slot_ids.index_select(0, rows))
         return out
 
+    def predict_and_sample(self, inputs: RuleInputs, width: int, seeded=None) -> Tuple[torch.Tensor, SampleOutput]:
+        """The sync-free step's rule in one unit -- predict, candidates, reweight, draw -- replayed per bucket
+        (``step_graphs``); (h_hat, the sample). Seeded rows take it eagerly (their row list varies). The sample
+        counters are left to ``train(..., sample=out)``."""
+        t0 = time.perf_counter()
+        self.wait_for_update()
+        t1 = time.perf_counter()
+        if seeded is None:
+            h_hat, out = self.graphs.run(inputs, width)
+        else:
+            self.counters.add("graph_eager_steps")
+            h_hat, out = self._rule(inputs, width, seeded)
+        self.counters.add("time_update_wait_s", t1 - t0)
+        self.counters.add("time_predict_s", time.perf_counter() - t1)   # the whole rule (one replay on CUDA)
+        return h_hat, out
+
+    def _rule(self, inputs: RuleInputs, width: int, seeded=None) -> Tuple[torch.Tensor, SampleOutput]:
+        h_hat = self._predict(inputs.h_src, inputs.slots)
+        out = esamp_sample(inputs.logits, inputs.temperatures, inputs.top_ks, inputs.top_ps, inputs.min_ps,
+                           inputs.betas, h_hat, self.lm_head_weight, self.lm_head_bias,
+                           candidate_cap=self.config.candidate_cap, greedy_mode=self.config.greedy,
+                           temperature_form=self.config.temperature_form, distiller_coef=inputs.distiller_coef,
+                           noise=inputs.noise, seeded=seeded, vocab_shard=self.vocab_shard, width=width,
+                           divisor=inputs.divisor)
+        return h_hat, out
+
     def sample(self, logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
                min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor], *,
                distiller_coef: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None, seeded=None, record: bool = True) -> SampleOutput:
+               generator: Optional[torch.Generator] = None, seeded=None, record: bool = True,
+               width: Optional[int] = None, divisor: Optional[torch.Tensor] = None) -> SampleOutput:
         """The ESamp rule (``algo.sampling``) with this server's cap, greedy mode and temperature form (timed).
         ``distiller_coef`` [R] (1/0): 0 rows get the sharpening control (no distiller term). ``record=False`` leaves
         the sample counters to ``train(..., sample=out)``, which reads them off the caller's path. ``seeded``
-        (``seeded_noise.SeededRows``): rows that draw counter-based noise from their request's seed."""
+        (``seeded_noise.SeededRows``): rows that draw counter-based noise from their request's seed. ``width``: the
+        candidates' ``topk`` width bucket (``filters.width_bucket``), required when ``self.sync_free``."""
+        if self.sync_free and width is None:
+            raise ValueError("a sync-free core samples with a candidate width bucket (filters.width_bucket)")
         phase_s = {}
         out = esamp_sample(logits, temperatures, top_ks, top_ps, min_ps, betas, h_hat, self.lm_head_weight,
                            self.lm_head_bias, candidate_cap=self.config.candidate_cap,
                            greedy_mode=self.config.greedy, temperature_form=self.config.temperature_form,
                            distiller_coef=distiller_coef, noise=noise, generator=generator, seeded=seeded,
-                           vocab_shard=self.vocab_shard, phase_s=phase_s)
+                           vocab_shard=self.vocab_shard, phase_s=phase_s,
+                           width=width if self.sync_free else None, divisor=divisor)
         if record:
             self.counters.record_sample(out)
         for name, dt in phase_s.items():

@@ -29,6 +29,7 @@ class CounterRegistry:
         self._values: Dict[str, float] = {}
         self._combine: Dict[str, str] = {}
         self._derived: Dict[str, Callable[[Dict[str, float]], Optional[float]]] = {}
+        self._on_device: Dict[str, object] = {}   # name -> a device tensor summed since the last fold
 
     def declare(self, name: str, combine: str = "sum", initial=0) -> None:
         if combine not in COMBINE_MODES:
@@ -48,6 +49,21 @@ class CounterRegistry:
         with self.lock:
             self._values[name] += n
 
+    def add_device(self, name: str, n) -> None:
+        """Add a device tensor (a count the step computed) without reading it: a sync-free step may not read a
+        tensor back to the host. Folded into the value when it is read (``get`` / ``snapshot``: stats time)."""
+        with self.lock:
+            if name not in self._combine:
+                raise KeyError(name)
+            t = n.detach() if n.is_floating_point() else n.detach().long()
+            pending = self._on_device.get(name)
+            self._on_device[name] = t if pending is None else pending + t
+
+    def _fold(self) -> None:
+        for name, t in self._on_device.items():
+            self._values[name] += t.item()
+        self._on_device.clear()
+
     def set(self, name: str, value) -> None:
         with self.lock:
             self._values[name] = value
@@ -58,10 +74,12 @@ class CounterRegistry:
 
     def get(self, name: str):
         with self.lock:
+            self._fold()
             return self.snapshot()[name] if name in self._derived else self._values[name]
 
     def snapshot(self) -> Dict[str, Optional[float]]:
         with self.lock:
+            self._fold()
             out = dict(self._values)
             for name, fn in self._derived.items():
                 out[name] = fn(out)

@@ -17,6 +17,9 @@ partial sort is over a handful of columns, not 1025), and the result is the same
 row has a filter, a first ``topk`` of FIRST_WIDTH columns is tried before that counting pass: if each row's kept
 prefix ends inside it, that is the exact answer and the pass over the vocabulary is skipped.
 Ties (equal scaled logits at a filter boundary) may be ordered differently than SGLang's sort; any order is valid.
+Sync-free form (``width`` given, what a CUDA step runs: ``ESampCore.sync_free``): the width is a bucket chosen on
+the host from the requests' sampling params (``width_bucket``), never from tensor values, so no step reads a tensor
+back -- each read is a device sync on CUDA and a graph capture cannot contain one. Same candidates, wider padding.
 Cost on CPU (``candidates``, what the sampler calls): the full-vocabulary work (the division by T, the softmax,
 the ``topk``) runs in row chunks whose ``[rows, V]`` temporaries stay cache-sized -- one fp32 [64, 151,936] buffer
 is 39 MB, above glibc's mmap threshold, so it was mapped and page-faulted afresh at every step -- and T = 1 rows
@@ -27,6 +30,7 @@ it are compacted and sorted; a row with fewer than k such columns takes the plai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -42,10 +46,10 @@ class Candidates:
 NO_TOP_K = torch.iinfo(torch.int64).max  # our own "no top-k" for callers without SGLang (any k >= V works)
 
 
-def scale_logits(logits: torch.Tensor, temperatures: torch.Tensor) -> torch.Tensor:
+def scale_logits(logits: torch.Tensor, temperatures: torch.Tensor, sync_free: bool = False) -> torch.Tensor:
     """``logits / T`` rounded to the logits dtype, bit-equal to SGLang's in-place ``logits.div_(T)``."""
     temps = temperatures.reshape(-1, 1).to(torch.float32)
-    if logits.device.type == "cpu" and bool((temps == 1).all()):
+    if not sync_free and logits.device.type == "cpu" and bool((temps == 1).all()):
         return logits   # x / 1 == x exactly; skips a full pass and a [R, V] buffer (a host read: CPU only)
     return logits.div(temps).to(logits.dtype)
 
@@ -54,14 +58,36 @@ def scale_logits(logits: torch.Tensor, temperatures: torch.Tensor) -> torch.Tens
 _VOCAB_CHUNK_ELEMS = {"cpu": 1 << 21}
 
 
+def width_bucket(top_ks, cap: int, vocab: int) -> int:
+    """The ``topk`` width of a sync-free step, from the rows' top-k on the host (SGLang's normalized values, any
+    k >= V = none): the cap + 1 unless every row has a top-k within the cap, then the next power of two above the
+    largest (at least 8). Only top-k bounds the width before the logits are seen (top-p and min-p keep a number of
+    tokens that depends on the distribution); powers of two keep the shapes -- and the CUDA graphs -- few."""
+    full = min(cap + 1, vocab)
+    ks = [int(k) for k in top_ks]
+    if not ks or max(ks) > cap:
+        return full
+    width = 8
+    while width < max(ks) + 1:
+        width *= 2
+    return min(width, full)
+
+
 def candidates(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
-               min_ps: torch.Tensor, cap: int) -> Candidates:
-    """``filter_candidates(scale_logits(logits, T), ...)``, in cache-sized row chunks on CPU (same result)."""
+               min_ps: torch.Tensor, cap: int, width: Optional[int] = None) -> Candidates:
+    """``filter_candidates(scale_logits(logits, T), ...)``, in cache-sized row chunks on CPU (same result).
+    ``width``: the sync-free form (module docstring), a ``width_bucket``."""
     r, v = logits.shape
     budget = _VOCAB_CHUNK_ELEMS.get(logits.device.type)
-    step = r if budget is None else max(1, budget // max(1, v))
+    step = max(1, r) if budget is None else max(1, budget // max(1, v))
     temps = temperatures.reshape(-1)
     top_ks, top_ps, min_ps = top_ks.reshape(-1), top_ps.reshape(-1), min_ps.reshape(-1)
+    if width is not None:
+        parts = [fixed_width_candidates(scale_logits(logits[lo:lo + step], temps[lo:lo + step], sync_free=True),
+                                        top_ks[lo:lo + step], top_ps[lo:lo + step], min_ps[lo:lo + step], cap, width)
+                 for lo in range(0, max(r, 1), step)]
+        return parts[0] if len(parts) == 1 else Candidates(*(torch.cat(f) for f in zip(*(
+            (c.ids, c.scaled, c.counts, c.truncated) for c in parts))))
     if r <= step:
         return filter_candidates(scale_logits(logits, temps), top_ks, top_ps, min_ps, cap)
     parts = [filter_candidates(scale_logits(logits[lo:lo + step], temps[lo:lo + step]), top_ks[lo:lo + step],
@@ -174,3 +200,20 @@ def filter_candidates(scaled: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.
     cand = top_scaled[:, :k].float()
     valid = rank[:, :k] < counts.unsqueeze(1)
     return Candidates(ids=ids, scaled=cand.masked_fill(~valid, float("-inf")), counts=counts, truncated=truncated)
+
+
+def fixed_width_candidates(scaled: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor, min_ps: torch.Tensor,
+                           cap: int, width: int) -> Candidates:
+    """``filter_candidates`` with the ``topk`` width given (a ``width_bucket``) and no host read: [R, min(width, cap)]
+    columns whatever the rows keep. Exact when the width bounds every row's filter (a top-k below it) or is the
+    cap + 1 (then ``truncated`` says which rows the cap cut)."""
+    r, v = scaled.shape
+    width = min(width, v)
+    probs = torch.softmax(scaled, dim=-1)
+    top_scaled, top_ids = torch.topk(scaled, width, dim=-1, sorted=True)
+    wanted = _keep_prefix(probs.gather(1, top_ids), top_ks, top_ps, min_ps)
+    k = min(width, cap)
+    counts = wanted.clamp(max=cap)
+    valid = torch.arange(k, device=scaled.device).unsqueeze(0) < counts.unsqueeze(1)
+    return Candidates(ids=top_ids[:, :k], scaled=top_scaled[:, :k].float().masked_fill(~valid, float("-inf")),
+                      counts=counts, truncated=wanted > cap)

@@ -122,8 +122,9 @@ class ReferenceDecoder:
         rows = g_count * n                          # row g*n + i = sample i of group g
         # the control: h_hat = 0 and no bias make the distiller term vanish, leaving (1+beta)*l/T on the candidates
         esamp = esamp and not sharpen_only
-        core = ESampCore(self.config, self.hidden, self.lm_head_weight, None if sharpen_only else self.lm_head_bias,
-                         dev, warm_start_state=self.warm_start_state)
+        config = self.config.with_bank_slots(max(1, g_count)) if self.config.bank_slots_auto else self.config
+        core = ESampCore(config, self.hidden, self.lm_head_weight, None if sharpen_only else self.lm_head_bias,
+                         dev, warm_start_state=self.warm_start_state)   # bank_slots auto: a slot per group
         slots = [core.acquire_slot() if esamp else None for g in range(g_count)]
         if esamp and any(s is None for s in slots):
             raise ValueError(f"{g_count} groups need {g_count} bank slots; config has {self.config.bank_slots}")

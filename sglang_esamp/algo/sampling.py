@@ -59,7 +59,8 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
                  candidate_cap: int = 1024, greedy_mode: str = "skip", temperature_form: str = "tllm",
                  distiller_coef: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
                  generator: Optional[torch.Generator] = None, seeded: Optional[SeededRows] = None,
-                 vocab_shard: Optional[VocabShard] = None, phase_s: Optional[dict] = None) -> SampleOutput:
+                 vocab_shard: Optional[VocabShard] = None, phase_s: Optional[dict] = None,
+                 width: Optional[int] = None, divisor: Optional[torch.Tensor] = None) -> SampleOutput:
     """Sample one token per row of ``logits`` [R, V] under the ESamp rule.
 
     temperatures/top_ps/min_ps: float [R] (or [R, 1]); top_ks: int [R] (SGLang conventions, greedy = top_k 1);
@@ -69,6 +70,11 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
     vocab_shard: the LM head holds only these vocabulary rows (tensor parallel; ``vocab_shard``).
     phase_s: if given, wall seconds of the phases are added under "candidates", "reweight", "draw" (host time:
     on CUDA it measures launches, not kernels).
+    width: the sync-free form: the candidates' ``topk`` width (``filters.width_bucket``, from the rows' sampling
+    params) and masks instead of row lists, so no tensor value is read back to the host (a CUDA step runs it; the
+    tokens are the same as without it for the same noise per rank).
+    divisor: float [R]: the reweighted rows' logits are divided by it before the draw (``esamp.sharpen: false``
+    passes 1 + beta: ``l/T - coef/(1+beta) * l_dist``, no (1+beta) sharpening); rows not reweighted are untouched.
     """
     t0 = time.perf_counter()
     # greedy_mode / temperature_form are validated once, by ESampConfig
@@ -81,7 +87,8 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
     if greedy_mode == "apply":
         top_ks = torch.where(greedy, torch.full_like(top_ks, logits.shape[1]), top_ks)
 
-    cands = candidates(logits, temps, top_ks, top_ps, min_ps, candidate_cap)
+    sync_free = width is not None
+    cands = candidates(logits, temps, top_ks, top_ps, min_ps, candidate_cap, width)
     k = cands.ids.shape[1]
     t1 = time.perf_counter()
     new = cands.scaled
@@ -93,8 +100,20 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
     if greedy_mode == "skip":
         reweight &= ~greedy
 
-    rows = reweight.nonzero(as_tuple=True)[0]
-    if rows.numel():
+    if sync_free:   # every row through the kernel, the result kept where reweighted (bit-identical elsewhere)
+        coef = betas if temperature_form == "tllm" else betas / temps
+        if distiller_coef is not None:
+            coef = coef * distiller_coef.reshape(-1).to(torch.float32)
+        args = (torch.zeros_like(h_hat) if h_hat is None else h_hat.nan_to_num(0.0, 0.0, 0.0), cands.ids,
+                cands.counts, cands.scaled, lm_head_weight, lm_head_bias, torch.where(reweight, betas, 0.0),
+                torch.where(reweight, coef, 0.0))
+        if h_hat is not None and r:
+            new = (ops.candidate_novelty_logits(*args) if vocab_shard is None
+                   else sharded_candidate_logits(*args, shard=vocab_shard))
+        rows = None
+    else:
+        rows = reweight.nonzero(as_tuple=True)[0]
+    if rows is not None and rows.numel():
         kr = int(cands.counts.index_select(0, rows).max().item())  # trim to what these rows need
         b = betas.index_select(0, rows)
         coef = b if temperature_form == "tllm" else b / temps.index_select(0, rows)
@@ -110,6 +129,9 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
         new = new.clone()
         new[rows, :kr] = shifted
 
+    if divisor is not None:   # x / 1 == x: rows with divisor 1 (and rows not reweighted) keep their logits exactly
+        div = torch.where(reweight, divisor.reshape(-1).to(torch.float32), 1.0)
+        new = new / div.unsqueeze(1)
     t2 = time.perf_counter()
     if noise is None:
         g = gumbel_noise((r, k), dev, generator)
@@ -127,7 +149,7 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
         tokens = cands.ids.gather(1, pick).squeeze(1)
     shift = (new.gather(1, pick) - cands.scaled.gather(1, pick)).squeeze(1)
     rank = pick.squeeze(1)
-    if greedy_mode == "skip" and bool(greedy.any()):
+    if greedy_mode == "skip" and (sync_free or bool(greedy.any())):
         argmax = logits.argmax(dim=-1)
         # SGLang's greedy path, ties included; its token is the filter's first candidate unless a tie broke otherwise
         rank = torch.where(greedy & (argmax != tokens), torch.full_like(rank, -1), rank)

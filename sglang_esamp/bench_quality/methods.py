@@ -7,9 +7,10 @@ Grammar of a name (every name that parses is a method; the lists below are prese
   ``anchor``                        the authors' starter filters without ESamp: T 0.8, top-p 0.95, min-p 0.1
   ``sharpen_b{beta}[{filters}]``    the sharpening control: (1+beta)*l/T on the same candidates, no distiller term
                                     (``esamp = {"beta": beta, "sharpen_only": true}``)
-  ``esamp_b{beta}_{random|warm}[{filters}]``
+  ``esamp_b{beta}_{random|warm}[_nosharpen][{filters}]``
                                     ESamp, distiller initialised randomly or from the server's warm start
-                                    (``esamp = {"beta": beta, "init": "random" | "warm"}``)
+                                    (``esamp = {"beta": beta, "init": "random" | "warm"}``); ``_nosharpen``: without
+                                    the rule's (1+beta) sharpening (``"sharpen": false``: l/T - beta/(1+beta)*l_d)
   ``{filters}`` = ``_anchor`` (T 0.8, top-p 0.95, min-p 0.1: ESamp behind the authors' filters) or any of
   ``_t{T}``, ``_topp{p}``, ``_minp{p}`` in that order (unset: T 1, no filter).
 Presets: ``default`` (the doc subset), ``sweep`` (temperatures), ``baselines``, ``esamp``, ``authors``, ``all``.
@@ -34,6 +35,7 @@ class Method:
     min_p: float = 0.0
     beta: Optional[float] = None
     init: Optional[str] = None         # ESamp only: "random" | "warm"
+    sharpen: bool = True               # ESamp only: False = esamp.sharpen false (no (1+beta) sharpening)
 
     @property
     def uses_esamp_path(self) -> bool:
@@ -50,7 +52,7 @@ class Method:
 
     def esamp_value(self) -> Optional[dict]:
         if self.family == "esamp":
-            return {"beta": self.beta, "init": self.init}
+            return {"beta": self.beta, "init": self.init, **({} if self.sharpen else {"sharpen": False})}
         if self.family == "sharpen":
             return {"beta": self.beta, "sharpen_only": True}
         return None
@@ -67,11 +69,16 @@ class Method:
         """Report order: the temperature sweep by T, other baselines, the sharpening control, ESamp."""
         fam = {"plain": 0, "sharpen": 1, "esamp": 2}[self.family]
         sweep = 0 if self.is_temperature_sweep else 1
-        return (fam, sweep, self.temperature, self.top_p, self.min_p, self.beta or 0.0, self.init or "")
+        return (fam, sweep, self.temperature, self.top_p, self.min_p, self.beta or 0.0, self.init or "",
+                not self.sharpen)
 
     def settings(self) -> dict:
-        """Everything that defines the method's samples (part of the cache key)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
+        """Everything that defines the method's samples (part of the cache key). ``sharpen`` only when off, so the
+        keys of the samples generated before the option existed stay what they were."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
+        if out["sharpen"]:
+            del out["sharpen"]
+        return out
 
 
 def _num(text: str) -> float:
@@ -112,8 +119,8 @@ _PATTERNS = [
     (re.compile(r"^minp(?P<p>0?\.\d+)$"), lambda m: Method("", "plain", min_p=_num(m["p"]))),
     (re.compile(r"^sharpen_b(?P<b>\d+(\.\d+)?)" + _FILTERS),
      lambda m: Method("", "sharpen", beta=_num(m["b"]), **_filters(m))),
-    (re.compile(r"^esamp_b(?P<b>\d+(\.\d+)?)_(?P<init>random|warm)" + _FILTERS),
-     lambda m: Method("", "esamp", beta=_num(m["b"]), init=m["init"], **_filters(m))),
+    (re.compile(r"^esamp_b(?P<b>\d+(\.\d+)?)_(?P<init>random|warm)(?P<nosharpen>_nosharpen)?" + _FILTERS),
+     lambda m: Method("", "esamp", beta=_num(m["b"]), init=m["init"], sharpen=not m["nosharpen"], **_filters(m))),
 ]
 
 
@@ -146,6 +153,8 @@ PRESETS: Dict[str, List[str]] = {
     "esamp": _esamp_names(),
     # the authors' configuration (ESamp behind tLLM's starter filters) and ESamp behind min-p alone
     "authors": ["anchor", "esamp_b0.8_random_anchor", "esamp_b0.8_warm_anchor", "esamp_b0.25_random_minp0.1"],
+    # our variant (docs/quality.md): the authors' arm without the (1+beta) sharpening
+    "ours": ["esamp_b0.8_random_nosharpen_anchor"],
 }
 PRESETS["all"] = PRESETS["baselines"] + PRESETS["esamp"]
 

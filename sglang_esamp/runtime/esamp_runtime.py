@@ -3,6 +3,7 @@ every step function receives (core, group table, members, taps, counters, faults
 
 Built after ``ModelRunner.load_model``: checks the architecture, installs the taps, builds the ``ESampCore`` with
 the model's own LM-head weight and the ``GroupTable`` over it, and prints the configuration with the bank's memory.
+``--esamp-bank-slots auto`` is resolved to a number first (``bank_budget``; printed with the bound that decided).
 A bank that does not fit the memory left on its device is refused at startup with the numbers.
 ``current_runtime()`` is read only by the hook shims (``shims.py``); everything below them gets the runtime passed.
 """
@@ -24,6 +25,7 @@ from ..algo.group_table import GroupTable
 from ..algo.tap_spec import tap_spec
 from ..algo.vocab_shard import VocabShard
 from ..wire.modes import UnsupportedModeError, check_server_mode
+from .bank_budget import cgroup_free_bytes, resolve_bank_slots
 from .members import Members
 from .metrics import PrometheusSink
 from .tap_buffers import DEFAULT_ROWS, TapBuffers
@@ -61,7 +63,8 @@ def _available_bytes(device: torch.device) -> int:
         return torch.cuda.mem_get_info(device)[0]
     import psutil
 
-    return psutil.virtual_memory().available
+    free, limited = psutil.virtual_memory().available, cgroup_free_bytes()
+    return free if limited is None else min(free, limited)
 
 
 def _max_decode_rows(model_runner) -> int:
@@ -89,9 +92,11 @@ class ESampRuntime:
         hidden = int(model.config.hidden_size)
         weight, bias = lm_head_of(model)
         device = weight.device
+        have = _available_bytes(device)
+        # bank_slots "auto" becomes a number here (runtime.bank_budget); every reader below sees the int
+        config, self.bank_sizing = resolve_bank_slots(config, model_runner, hidden, device, have)
         need = bank_memory(config.distiller_shape(hidden), config.bank_slots, config.torch_param_dtype,
                            config.optimizer).peak
-        have = _available_bytes(device)
         if need > config.memory_headroom * have:
             raise RuntimeError(f"ESamp bank of {config.bank_slots} slots needs {need / 2**20:.0f} MiB but only "
                                f"{have / 2**20:.0f} MiB are available on {device} (--esamp-memory-headroom "
@@ -118,6 +123,7 @@ class ESampRuntime:
         self.metrics = PrometheusSink()
         self._lm_head_digest: Optional[str] = None   # computed on the first stats read after a (re)load
         print(self.core.describe(), file=sys.stderr, flush=True)
+        print(f"[esamp] bank slots = {self.bank_sizing.describe()}", file=sys.stderr, flush=True)
         if shard is not None:
             print(f"[esamp]   tensor parallel   = {shard.tp_size} ranks; this rank's LM head holds token ids "
                   f"[{shard.start}, {shard.end}); each rank keeps its own replica of the bank above",
@@ -155,7 +161,9 @@ class ESampRuntime:
 
     def snapshot(self) -> dict:
         """What /esamp/stats shows per rank: the counters and how each combines across ranks (wire.stats)."""
-        return {"pid": os.getpid(), "dp_rank": self.dp_rank, "config": self.config.to_dict(),
+        config = dict(self.config.to_dict(), bank_slots_rule=self.bank_sizing.describe(),
+                      bank_sizing=self.bank_sizing.to_dict())
+        return {"pid": os.getpid(), "dp_rank": self.dp_rank, "config": config,
                 "lm_head_digest": self.lm_head_digest, "lm_head_dtype": str(self.core.lm_head_weight.dtype),
                 "warm_start_active": self.core.bank.warm_start is not None,
                 "counters": self.counters.snapshot(),

@@ -156,7 +156,7 @@ class Members:
             stats = self.core.slot_stats(slot) if slot is not None else None
         out = {"beta": m.beta, "group": m.group, "session": m.request.session, "slot": slot,
                "fallback": m.joined and m.group is not None and slot is None,
-               "sharpen_only": m.request.sharpen_only, "init": None if m.group is None else
+               "sharpen_only": m.request.sharpen_only, "sharpen": m.request.sharpen, "init": None if m.group is None else
                ("warm" if m.warm and self.core.bank.warm_start is not None else "random"),
                "rows": m.rows, "multi_candidate_rows": m.multi_candidate_rows, "skipped_rows": m.skipped_rows,
                "off_rank": m.off_rank}

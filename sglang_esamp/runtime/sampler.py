@@ -40,7 +40,7 @@ class ESampSampler(Sampler):
 
     def _sample_from_probs(self, probs, sampling_info, positions, simple_sampling_case):
         step = step_state.current(sampling_info)
-        ready = step is not None and step.logits is not None and (step.h_hat is not None or step.sample_only)
+        ready = step is not None and step.logits is not None and (step.prepared or step.sample_only)
         if ready and _every_row_is_esamp(step, probs, sampling_info):
             # each row sampled once: SGLang's draw would be thrown away (it sorts the whole vocabulary per row)
             out = self._esamp_rule(step, sampling_info)

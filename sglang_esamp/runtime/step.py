@@ -39,7 +39,9 @@ from typing import Callable, List, Optional
 
 import torch
 
+from ..algo.filters import width_bucket
 from ..algo.seeded_noise import SeededRows
+from ..algo.step_graphs import RuleInputs
 from . import step_trace
 from .members import Member
 from .step_state import ESampStep
@@ -67,7 +69,7 @@ def plan(rt, forward_batch, batch) -> Optional[ESampStep]:
 def _plan_rows(rt, forward_batch, batch, decode: bool) -> Optional[ESampStep]:
     """Decode: every ESamp member's row. Prefill: only the rows of members that need ESamp's own sampler (a seed,
     sampled logprobs, per-token signals), drawn with beta 0: the first token is never reweighted."""
-    rows, slots, betas, coefs, members = [], [], [], [], []
+    rows, slots, betas, coefs, members, top_ks, divs = [], [], [], [], [], [], []
     rids = forward_batch.rids
     for i, req in enumerate(batch.reqs):
         m = rt.members.member_of(req)
@@ -89,6 +91,8 @@ def _plan_rows(rt, forward_batch, batch, decode: bool) -> Optional[ESampStep]:
         betas.append(beta)
         coefs.append(coef)
         members.append(m)
+        top_ks.append(getattr(req.sampling_params, "top_k", None))
+        divs.append(1.0 + beta if coef and not m.request.sharpen else 1.0)
     if not rows:
         return None
     dev = rt.core.device
@@ -96,10 +100,21 @@ def _plan_rows(rt, forward_batch, batch, decode: bool) -> Optional[ESampStep]:
                      planned_slots=slots,
                      betas=torch.tensor(betas, dtype=torch.float32, device=dev),
                      distiller_coef=torch.tensor(coefs, dtype=torch.float32, device=dev), members=members,
-                     sample_only=not decode)
+                     sample_only=not decode, width=_width(rt, top_ks) if rt.core.sync_free else None,
+                     divisor=torch.tensor(divs, dtype=torch.float32, device=dev) if any(d != 1 for d in divs)
+                     else None)
     need_positions = any(m.seed is not None or m.signals is not None for m in members)
     _row_options(step, forward_batch.seq_lens.index_select(0, step.rows).to(torch.int64) if need_positions else None)
     return step
+
+
+def _width(rt, top_ks) -> int:
+    """The sync-free step's candidate width, from the rows' top-k as SGLang normalized it on the host (greedy =
+    1; ``greedy="apply"`` drops a greedy row's top-k); a row without one is unbounded."""
+    cap = rt.core.config.candidate_cap
+    apply = rt.core.config.greedy == "apply"
+    bound = [cap + 1 if k is None or k < 1 or (k == 1 and apply) else k for k in top_ks]
+    return width_bucket(bound, cap, vocab=1 << 62)   # the filter clamps the width to the logits' vocabulary
 
 
 def _row_options(step: ESampStep, positions) -> None:
@@ -139,6 +154,7 @@ def _prepare(rt, step: ESampStep, forward_batch) -> bool:
         if not step.members:
             return False
         predict(rt, step)
+        step.prepared = True
         return True
     except Exception as e:
         contain(rt, step, e)
@@ -146,12 +162,24 @@ def _prepare(rt, step: ESampStep, forward_batch) -> bool:
 
 
 def read_taps(rt, step: ESampStep, forward_batch) -> bool:
-    """2. The plan's rows of this step's taps; False when the buffers hold another step's states (a miss)."""
-    taps = rt.tap_buffers.read(step.rows, forward_batch.positions.index_select(0, step.rows),
-                               int(forward_batch.positions.shape[0]))
-    if taps is None:
-        return False
-    step.h_src, step.h_tgt = taps
+    """2. The plan's rows of this step's taps; False when the buffers hold another step's states (a miss).
+    Sync-free: stale rows are masked instead (no distiller term, no training, counted on the device and, per
+    request, by the update's measurement), so nothing is read back to the host."""
+    positions, batch_size = forward_batch.positions.index_select(0, step.rows), int(forward_batch.positions.shape[0])
+    if rt.core.sync_free:
+        taps = rt.tap_buffers.read_masked(step.rows, positions, batch_size)
+        if taps is None:
+            return False
+        step.h_src, step.h_tgt, step.fresh = taps
+        step.betas = torch.where(step.fresh, step.betas, 0.0)
+        step.distiller_coef = torch.where(step.fresh, step.distiller_coef, 0.0)
+        step.slots = torch.where(step.fresh, step.slots, -1)
+        rt.counters.add_device("tap_misses", (~step.fresh).any())
+    else:
+        taps = rt.tap_buffers.read(step.rows, positions, batch_size)
+        if taps is None:
+            return False
+        step.h_src, step.h_tgt = taps
     if step_trace.taps_enabled():
         step_trace.write_taps([forward_batch.rids[i] for i in step.rows.tolist()], step.h_src, step.h_tgt)
     if rt.faults.enabled:
@@ -168,8 +196,9 @@ def _drop_released_groups(rt, step: ESampStep) -> None:
     idx = torch.tensor(keep, dtype=torch.int64, device=step.rows.device)
     step.members = [step.members[j] for j in keep]
     step.planned_slots = [slots[j] for j in keep]
-    for name in ("rows", "slots", "betas", "distiller_coef", "h_src", "h_tgt"):
-        setattr(step, name, getattr(step, name).index_select(0, idx))
+    for name in ("rows", "slots", "betas", "distiller_coef", "h_src", "h_tgt", "fresh", "divisor"):
+        if getattr(step, name) is not None:
+            setattr(step, name, getattr(step, name).index_select(0, idx))
     _row_options(step, None if step.positions is None else step.positions.index_select(0, idx))
 
 
@@ -177,6 +206,8 @@ def predict(rt, step: ESampStep) -> None:
     """3. h_hat with the weights after the previous update."""
     if rt.faults.enabled:
         rt.faults.maybe_raise("predict")
+    if rt.core.sync_free:
+        return   # predicted with the draw, as one replayable unit (step.sample, algo.step_graphs)
     step.h_hat = rt.core.predict(step.h_src, step.slots)
 
 
@@ -187,8 +218,15 @@ def sample(step: ESampStep, temperatures, top_ks, top_ps, min_ps):
     try:
         if rt.faults.enabled:
             rt.faults.maybe_raise("sample")
-        step.out = rt.core.sample(step.logits, temperatures, top_ks, top_ps, min_ps, step.betas, step.h_hat,
-                                  distiller_coef=step.distiller_coef, seeded=step.seeded, record=False)
+        if rt.core.sync_free and step.h_src is not None:
+            inputs = RuleInputs(step.h_src, step.slots, step.logits, temperatures.reshape(-1).float(),
+                                top_ks.reshape(-1).long(), top_ps.reshape(-1).float(), min_ps.reshape(-1).float(),
+                                step.betas, step.distiller_coef, divisor=step.divisor)
+            step.h_hat, step.out = rt.core.predict_and_sample(inputs, step.width, seeded=step.seeded)
+        else:
+            step.out = rt.core.sample(step.logits, temperatures, top_ks, top_ps, min_ps, step.betas, step.h_hat,
+                                      distiller_coef=step.distiller_coef, seeded=step.seeded, record=False,
+                                      width=step.width, divisor=step.divisor)
         return step.out
     except Exception as e:
         step.error = e
@@ -237,6 +275,7 @@ class StepMeasured:
     counts: List[int]                        # candidates per row
     signals: List[Optional[tuple]]           # per row: (output index, novelty, shift, count, reweighted) or None
     decode: bool = True                      # a decode step (its rows count in meta_info.esamp.rows)
+    stale: Optional[List[bool]] = None       # sync-free steps: rows whose taps missed (they sampled stock)
 
 
 def measure(step: ESampStep, h_hat) -> Optional[StepMeasured]:
@@ -245,6 +284,7 @@ def measure(step: ESampStep, h_hat) -> Optional[StepMeasured]:
     if out is None:
         return None
     counts = out.counts.tolist()
+    stale = None if step.fresh is None else [not f for f in step.fresh.tolist()]
     signals: List[Optional[tuple]] = [None] * len(step.members)
     asked = [j for j, m in enumerate(step.members) if m.signals is not None]
     if asked and step.positions is not None:
@@ -254,16 +294,18 @@ def measure(step: ESampStep, h_hat) -> Optional[StepMeasured]:
         if step.h_tgt is not None and h_hat is not None:
             nov = (step.h_tgt.float() - h_hat.float()).norm(dim=1).tolist()
         for j in asked:
-            novelty = nov[j] if nov is not None and slots[j] >= 0 else None
+            novelty = nov[j] if nov is not None and slots[j] >= 0 and not (stale and stale[j]) else None
             signals[j] = (pos[j] - step.members[j].prompt_len, novelty, shift[j], counts[j], bool(rew[j]))
-    return StepMeasured(list(step.members), counts, signals, decode=not step.sample_only)
+    return StepMeasured(list(step.members), counts, signals, decode=not step.sample_only, stale=stale)
 
 
 def apply(rt, measured: Optional[StepMeasured]) -> None:
     """Write a step's measurements into its members (scheduler thread only)."""
     if measured is None:
         return
-    for m, count, sig in zip(measured.members, measured.counts, measured.signals):
+    stale = measured.stale or [False] * len(measured.members)
+    for m, count, sig, missed in zip(measured.members, measured.counts, measured.signals, stale):
+        m.skipped_rows += missed
         if measured.decode:
             m.rows += 1
             m.multi_candidate_rows += count > 1

@@ -30,11 +30,16 @@ class ESampStep:
     seeded: Optional[object] = None         # algo.seeded_noise.SeededRows: rows of seeded requests
     sampled_logprobs: Optional[torch.Tensor] = None  # [S] int64 step rows whose logprobs are the sampled ones
     sample_only: bool = False               # a prefill step: ESamp's sampler only (no taps, no distiller)
+    width: Optional[int] = None             # sync-free steps: the candidates' topk width (filters.width_bucket)
+    divisor: Optional[torch.Tensor] = None  # [R] fp32 the reweighted logits are divided by (1+beta: esamp.sharpen
+                                            # false); None = 1 for every row
     # 2. taps (step.read_taps, from tap_buffers.TapBuffers): the plan's rows' hidden states
     h_src: Optional[torch.Tensor] = None    # [R, H] shallow tap
     h_tgt: Optional[torch.Tensor] = None    # [R, H] LM-head input
+    fresh: Optional[torch.Tensor] = None    # sync-free steps: [R] bool, the row's taps wrote this step
     # 3. predict (step.predict): the distiller's output with the weights after the previous update
-    h_hat: Optional[torch.Tensor] = None    # [R, H]
+    h_hat: Optional[torch.Tensor] = None    # [R, H] (sync-free steps: computed with the draw, in step.sample)
+    prepared: bool = False                  # taps read and (eager steps) h_hat predicted: the rule may run
     # 4. sample (sampler.ESampSampler -> step.sample)
     logits: Optional[torch.Tensor] = None   # [R, V] fp32: the rows' logits after SGLang's preprocessing
     out: Optional[object] = None            # algo.sampling.SampleOutput

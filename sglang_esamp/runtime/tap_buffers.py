@@ -61,6 +61,22 @@ class TapBuffers:
         self.h[role][:n].copy_(value)
         self.stamp[role][:n].copy_(positions[:n])
 
+    def read_masked(self, rows: torch.Tensor, positions: torch.Tensor,
+                    batch_size: int) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``read`` without reading a tensor back to the host (the sync-free step): (source, target, fresh), where
+        ``fresh`` [R] bool marks the rows both taps wrote this step; None only when the batch is larger than the
+        buffers (known from shapes). Invalidates the stamps."""
+        try:
+            if batch_size > self.rows:
+                return None
+            fresh = torch.ones_like(positions, dtype=torch.bool)
+            for role in ROLES:
+                fresh &= self.stamp[role].index_select(0, rows) == positions
+            return self.h["source"].index_select(0, rows), self.h["target"].index_select(0, rows), fresh
+        finally:
+            for role in ROLES:
+                self.stamp[role][:batch_size].fill_(-1)
+
     def read(self, rows: torch.Tensor, positions: torch.Tensor,
              batch_size: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """(source, target) hidden states of ``rows`` when both taps wrote this step (their stamps equal

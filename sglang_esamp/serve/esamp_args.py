@@ -14,6 +14,11 @@ from typing import List, Tuple
 from ..algo.config import ESampConfig, ESampParamError
 
 FLAG_PREFIX = "--esamp-"
+HELP = {   # fields whose default needs a word
+    "bank_slots": "'auto' or a number of distiller slots per rank; auto sizes the bank at startup from "
+                  "--esamp-memory-headroom of the memory SGLang's reservation leaves, at most max_running_requests "
+                  "(docs/scale.md)",
+}
 
 
 def _flag(name: str) -> str:
@@ -47,8 +52,9 @@ def add_esamp_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     for f in dataclasses.fields(ESampConfig):
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        note = HELP.get(f.name)
         group.add_argument(_flag(f.name), dest=f"esamp_{f.name}", default=None, metavar="VALUE",
-                           help=f"(default: {shown})")
+                           help=f"{note} (default: {shown})" if note else f"(default: {shown})")
     return group
 
 

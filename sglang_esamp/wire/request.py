@@ -49,6 +49,8 @@ class ESampRequest:
     group: Optional[str] = None            # let separate requests of one client share one distiller
     group_size: Optional[int] = None       # members to wait for before the group's distiller is freed
     sharpen_only: bool = False             # the control: (1+beta)*l/T on the same candidates, no distiller term
+    sharpen: bool = True                   # False: sample from the rule's logits / (1+beta) = l/T - c/(1+beta)*l_d,
+                                           # a pure novelty penalty (no (1+beta) sharpening; docs/quality.md)
     init: Optional[str] = None             # "warm" | "random"; None = warm when the server has a warm start
     logprobs: str = "llm"                  # "llm": SGLang's own logprobs of the LLM; "sampled": those of the
                                            # distribution the token was drawn from (the reweighted candidates)
@@ -56,7 +58,7 @@ class ESampRequest:
 
     def __post_init__(self):
         f = "esamp."
-        for name in ("enabled", "sharpen_only", "return_tokens"):
+        for name in ("enabled", "sharpen_only", "sharpen", "return_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ESampParamError(f + name, f"must be true or false, got {getattr(self, name)!r}")
         if self.beta is not None:
@@ -73,6 +75,9 @@ class ESampRequest:
             raise ESampParamError(f + "init", f"must be one of {list(INITS)}, got {self.init!r}")
         if self.logprobs not in LOGPROBS:
             raise ESampParamError(f + "logprobs", f"must be one of {list(LOGPROBS)}, got {self.logprobs!r}")
+        if self.sharpen_only and not self.sharpen:
+            raise ESampParamError(f + "sharpen", "false cannot be combined with sharpen_only (the sharpening "
+                                                 "control is the sharpening alone)")
 
     @classmethod
     def parse(cls, value: Any) -> Optional["ESampRequest"]:

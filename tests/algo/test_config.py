@@ -36,8 +36,9 @@ def test_tllm_preset_and_overrides():
     (dict(betas=(0.9, 1.0)), "esamp.betas[1]", "must be in [0, 1)"),
     (dict(betas=(0.9,)), "esamp.betas", "must be a pair"),
     (dict(grad_clip=-0.1), "esamp.grad_clip", "must be in [0, 1e+06]"),
-    (dict(bank_slots=0), "esamp.bank_slots", "must be in [1, 65536], got 0"),
-    (dict(bank_slots=True), "esamp.bank_slots", "must be an integer"),
+    (dict(bank_slots=0), "esamp.bank_slots", "must be 'auto' or a number of slots in [1, 65536], got 0"),
+    (dict(bank_slots=True), "esamp.bank_slots", "must be 'auto' or a number of slots in [1, 65536], got True"),
+    (dict(bank_slots="lots"), "esamp.bank_slots", "must be 'auto' or a number of slots in [1, 65536], got 'lots'"),
     (dict(default_beta=5), "esamp.default_beta", "must be in [0, 4], got 5"),
     (dict(candidate_cap=0), "esamp.candidate_cap", "must be in [1,"),
     (dict(greedy="maybe"), "esamp.greedy", "must be one of ['skip', 'apply']"),
@@ -46,7 +47,7 @@ def test_tllm_preset_and_overrides():
     (dict(taps="layer7"), "esamp.taps", "must be one of"),
     (dict(warm_start=""), "esamp.warm_start", "non-empty path"),
     (dict(session_ttl_s=0), "esamp.session_ttl_s", "must be in (0,"),
-    (dict(session_max=17), "esamp.session_max", "must be in [0, 16], got 17"),
+    (dict(bank_slots=16, session_max=17), "esamp.session_max", "must be in [0, 16], got 17"),
     (dict(param_dtype="int8"), "esamp.param_dtype", "must be one of"),
     (dict(width=0), "esamp.width", "must be in [1,"),
     (dict(out_ln="yes"), "esamp.out_ln", "must be true, false or null"),
@@ -120,3 +121,12 @@ def test_request_session_rules():
     with pytest.raises(ESampParamError, match="esamp.session must be a non-empty string"):
         ESampRequest.parse({"session": 12})
     assert math.isclose(ESampRequest.parse({"beta": 0.25}).beta, 0.25)
+
+
+def test_sharpen_false_is_an_esamp_option_and_conflicts_with_the_sharpening_control():
+    assert ESampRequest.parse({"beta": 0.8, "sharpen": False}).sharpen is False
+    assert ESampRequest.parse({"beta": 0.8}).to_wire() == {"beta": 0.8}          # the default stays off the wire
+    with pytest.raises(ESampParamError, match="esamp.sharpen"):
+        ESampRequest.parse({"beta": 0.8, "sharpen": False, "sharpen_only": True})
+    with pytest.raises(ESampParamError, match="esamp.sharpen"):
+        ESampRequest.parse({"sharpen": "no"})

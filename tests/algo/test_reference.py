@@ -67,7 +67,7 @@ def test_forced_replay_matches_an_independent_oracle(smollm2, chat_ids):
     rep = dec.score_forced(ids, forced, beta=beta, sampling=SamplingSettings(top_p=top_p))
 
     w = model.get_output_embeddings().weight.detach()
-    probe = ESampCore(cfg, w.shape[1], w)                       # only to read the fresh slot's initial weights
+    probe = ESampCore(cfg.with_bank_slots(1), w.shape[1], w)    # only to read the fresh slot's initial weights
     shadow = Distiller(probe.shape)
     shadow.load_export_state(probe.bank.slot_state(probe.acquire_slot()))
     opt = torch.optim.Adam(shadow.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)

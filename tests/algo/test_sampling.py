@@ -161,3 +161,26 @@ def test_a_non_finite_prediction_row_samples_the_plain_rule_and_the_others_still
     keep = torch.ones(R, dtype=torch.bool)
     keep[[0, 2]] = False
     assert torch.equal(bad.reweighted[keep], good.reweighted[keep]) and torch.equal(bad.tokens[keep], good.tokens[keep])
+
+
+def test_without_sharpening_the_reweighted_rows_are_divided_by_one_plus_beta():
+    """``esamp.sharpen: false``: l/T - c/(1+b)*l_d on the reweighted rows; the others keep their logits exactly."""
+    x = _inputs()
+    betas = torch.tensor([0.8, 0.5, 0.0, 1.0, 0.8, 0.25, 0.8, 0.8])
+    div = torch.where(betas > 0, 1 + betas, 1.0)
+    noise = gumbel_noise((R, 1024), "cpu", torch.Generator().manual_seed(5))
+    ref = esamp_sample(betas=betas, noise=noise, **x)
+    out = esamp_sample(betas=betas, noise=noise, divisor=div, **x)
+    rew = ref.reweighted
+    assert rew.sum() >= 5 and not rew[2] and not rew[4]                # beta 0 and a greedy row are not reweighted
+    valid = torch.isfinite(ref.cand_logits)
+    torch.testing.assert_close(out.cand_logits[valid], (ref.cand_logits / div.unsqueeze(1))[valid]
+                               .where(rew.unsqueeze(1).expand_as(valid)[valid], ref.cand_logits[valid]))
+    assert torch.equal(out.cand_logits[~rew], ref.cand_logits[~rew]) and torch.equal(out.tokens[~rew], ref.tokens[~rew])
+    # l/T - c/(1+b)*l_d exactly as written
+    c = filter_candidates(scale_logits(x["logits"], x["temperatures"]), x["top_ks"], x["top_ps"], x["min_ps"], 1024)
+    d = torch.einsum("rkh,rh->rk", x["lm_head_weight"][c.ids], x["h_hat"]) + x["lm_head_bias"][c.ids]
+    want = c.scaled - (betas / (1 + betas)).unsqueeze(1) * d
+    r0 = 0
+    n = int(c.counts[r0])
+    torch.testing.assert_close(out.cand_logits[r0, :n], want[r0, :n], rtol=1e-4, atol=1e-4)

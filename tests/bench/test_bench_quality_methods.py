@@ -41,3 +41,14 @@ def test_authors_preset():
     names = [m.name for m in resolve_methods("authors")]
     assert names == PRESETS["authors"] == ["anchor", "esamp_b0.8_random_anchor", "esamp_b0.8_warm_anchor",
                                            "esamp_b0.25_random_minp0.1"]
+
+
+def test_the_nosharpen_variant_asks_for_sharpen_false_and_keys_its_own_samples():
+    m = parse_method("esamp_b0.8_random_nosharpen_anchor")
+    assert (m.family, m.beta, m.init, m.sharpen, m.temperature, m.min_p) == ("esamp", 0.8, "random", False, 0.8, 0.1)
+    assert m.sampling_params(64, 8)["esamp"] == {"beta": 0.8, "init": "random", "sharpen": False}
+    assert m.settings()["sharpen"] is False
+    assert "sharpen" not in parse_method("esamp_b0.8_random_anchor").settings()
+    assert [x.name for x in resolve_methods("ours")] == ["esamp_b0.8_random_nosharpen_anchor"]
+    with pytest.raises(ValueError):
+        parse_method("esamp_b0.8_nosharpen_random")

@@ -17,8 +17,9 @@ ATOL = 5e-2
 N, TOKENS, TOP_K, BETA = 2, 12, 20, 0.5
 
 
-@pytest.fixture(scope="module")
-def sglang_run(smollm2_path, tmp_path_factory):
+@pytest.fixture(scope="module", params=["off", "on"], ids=["adaptive", "sync_free"])
+def sglang_run(request, smollm2_path, tmp_path_factory):
+    """``sync_free``: the step a CUDA server runs (no host read; candidate widths from the sampling params)."""
     trace = tmp_path_factory.mktemp("equiv") / "trace.jsonl"
     import os
 
@@ -26,7 +27,8 @@ def sglang_run(smollm2_path, tmp_path_factory):
     import sglang_esamp
 
     try:
-        llm = sglang_esamp.Engine(model_path=smollm2_path, esamp={"bank_slots": 4, "seed": 0, "update_mode": "async"}, dtype="float32",
+        llm = sglang_esamp.Engine(model_path=smollm2_path, esamp={"bank_slots": 4, "seed": 0, "update_mode": "async",
+                                                                 "sync_free": request.param}, dtype="float32",
                                   log_level="error", max_total_tokens=4096, disable_radix_cache=True)
     finally:
         del os.environ["SGLANG_ESAMP_STEP_TRACE"]

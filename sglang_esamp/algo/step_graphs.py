@@ -1,0 +1,160 @@
+"""ESamp's per-step work (predict -> candidates -> reweight -> draw) as one replayable unit per shape bucket.
+
+A sync-free step (``ESampCore.sync_free``) has shapes fixed by host facts only: the rows (padded up to a bucket)
+and the candidate width (``filters.width_bucket``). So on CUDA the whole rule is captured once per (rows bucket,
+width, vocab) in a CUDA graph and replayed -- ~200 kernel launches become one, as SGLang does for its own decode
+forward. The inputs are copied into the bucket's static buffers (padding rows: slot 0, beta 0, their outputs
+dropped), the graph replays, and the outputs are sliced back to the step's rows.
+
+``StepGraphs.run`` is the one entry point; what it does per call is decided on the host:
+  * ``graph``  CUDA, the bucket captured (or capturable now): replay.
+  * ``static`` CPU (or ``mode="static"``): the same static buffers and padding, the rule run eagerly on them --
+    the code path a replay takes, minus the capture, so CPU tests cover the padding and slicing.
+  * ``eager``  the rule on the step's own tensors: steps a graph cannot take (seeded rows or sampled logprobs:
+    their row lists vary; more rows than the largest bucket; a capture that failed), counted in
+    ``graph_eager_steps`` (``graph_replays`` / ``graph_captures`` count the others).
+The prediction waits for the previous update before the replay (host side), so staleness is unchanged. Gumbel
+noise comes from the device's default generator, which CUDA graphs advance per replay (torch's graph-safe RNG).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from .sampling import SampleOutput
+
+logger = logging.getLogger("sglang_esamp")
+ROW_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)
+WARMUP_RUNS = 2
+
+
+@dataclass
+class RuleInputs:
+    """One step's inputs to the rule, [R] or [R, ...] each."""
+    h_src: torch.Tensor          # [R, H] shallow taps
+    slots: torch.Tensor          # [R] int64 (-1: no distiller)
+    logits: torch.Tensor         # [R, V] fp32
+    temperatures: torch.Tensor   # [R] fp32
+    top_ks: torch.Tensor         # [R] int64
+    top_ps: torch.Tensor         # [R] fp32
+    min_ps: torch.Tensor         # [R] fp32
+    betas: torch.Tensor          # [R] fp32
+    distiller_coef: torch.Tensor  # [R] fp32
+    noise: Optional[torch.Tensor] = None   # [R, >= K] Gumbel draws (tests, benchmarks); None: drawn in the rule
+    divisor: Optional[torch.Tensor] = None  # [R] fp32 (esamp.sharpen false: 1 + beta); None: 1
+
+
+# padding rows: no distiller, no reweighting, a harmless unfiltered draw
+_PAD = {"slots": -1, "temperatures": 1.0, "top_ks": 1, "top_ps": 1.0, "min_ps": 0.0, "betas": 0.0,
+        "distiller_coef": 0.0, "divisor": 1.0}
+
+
+def row_bucket(rows: int, buckets: Sequence[int] = ROW_BUCKETS) -> Optional[int]:
+    """The smallest bucket holding ``rows``; None above the largest (that step runs eagerly)."""
+    for b in buckets:
+        if b >= rows:
+            return b
+    return None
+
+
+class _Bucket:
+    def __init__(self, inputs: RuleInputs, rows: int):
+        self.inputs = RuleInputs(**{f.name: _padded(getattr(inputs, f.name), rows, _PAD.get(f.name, 0.0))
+                                    for f in fields(RuleInputs) if getattr(inputs, f.name) is not None})
+        self.outputs: Optional[Tuple[torch.Tensor, SampleOutput]] = None
+        self.graph = None
+
+    def load(self, inputs: RuleInputs) -> None:
+        for f in fields(RuleInputs):
+            dst, src = getattr(self.inputs, f.name), getattr(inputs, f.name)
+            if src is None:
+                continue
+            n = src.shape[0]
+            dst[:n].copy_(src.reshape(dst[:n].shape))
+            if n < dst.shape[0]:
+                dst[n:].fill_(_PAD.get(f.name, 0.0))
+
+
+def _padded(t: torch.Tensor, rows: int, fill) -> torch.Tensor:
+    shape = (rows,) + tuple(t.shape[1:])
+    out = torch.full(shape, fill, dtype=t.dtype, device=t.device) if t.dim() == 1 else \
+        torch.zeros(shape, dtype=t.dtype, device=t.device)
+    out[:t.shape[0]].copy_(t)
+    return out
+
+
+def _sliced(out: SampleOutput, rows: int) -> SampleOutput:
+    return SampleOutput(**{f.name: getattr(out, f.name)[:rows] for f in fields(SampleOutput)})
+
+
+class StepGraphs:
+    """``rule(inputs, width) -> (h_hat, SampleOutput)``, replayed per bucket (see the module docstring)."""
+
+    def __init__(self, rule: Callable[[RuleInputs, int], Tuple[torch.Tensor, SampleOutput]], device,
+                 counters=None, mode: Optional[str] = None, buckets: Sequence[int] = ROW_BUCKETS):
+        self.rule = rule
+        self.device = torch.device(device)
+        self.mode = mode or ("graph" if self.device.type == "cuda" else "static")
+        if self.mode not in ("graph", "static", "eager"):
+            raise ValueError(f"StepGraphs mode must be graph, static or eager, got {self.mode!r}")
+        self.buckets = tuple(buckets)
+        self.counters = counters
+        self._buckets: Dict[tuple, _Bucket] = {}
+        self._failed: set = set()
+        for name in ("graph_replays", "graph_captures", "graph_eager_steps", "graph_static_steps"):
+            if counters is not None and name not in counters.combine():
+                counters.declare(name)
+
+    def _count(self, name: str) -> None:
+        if self.counters is not None:
+            self.counters.add(name)
+
+    def run(self, inputs: RuleInputs, width: int, graphable: bool = True) -> Tuple[torch.Tensor, SampleOutput]:
+        r = inputs.h_src.shape[0]
+        rows = row_bucket(r, self.buckets)
+        noise = None if inputs.noise is None else tuple(inputs.noise.shape[1:])
+        key = (rows, int(width), int(inputs.logits.shape[1]), inputs.logits.dtype, inputs.h_src.dtype, noise,
+               inputs.divisor is not None)
+        if self.mode == "eager" or not graphable or rows is None or key in self._failed:
+            self._count("graph_eager_steps")
+            return self.rule(inputs, width)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(inputs, rows)
+        else:
+            bucket.load(inputs)
+        if self.mode == "static":
+            self._count("graph_static_steps")
+            h_hat, out = self.rule(bucket.inputs, width)
+            return h_hat[:r], _sliced(out, r)
+        if bucket.graph is None:
+            try:
+                self._capture(bucket, width)
+            except Exception as e:   # a shape the capture cannot take: this bucket stays eager, counted
+                self._failed.add(key)
+                self._buckets.pop(key, None)
+                logger.warning("ESamp step graph capture failed for rows %d width %d (eager from now on): %r",
+                               rows, width, e)
+                self._count("graph_eager_steps")
+                return self.rule(inputs, width)
+            self._count("graph_captures")
+        bucket.graph.replay()
+        self._count("graph_replays")
+        h_hat, out = bucket.outputs
+        return h_hat[:r].clone(), SampleOutput(**{f.name: getattr(out, f.name)[:r].clone()
+                                                 for f in fields(SampleOutput)})
+
+    def _capture(self, bucket: _Bucket, width: int) -> None:
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_RUNS):   # lazy inits (Triton compiles, cuBLAS handles) happen outside the capture
+                self.rule(bucket.inputs, width)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            bucket.outputs = self.rule(bucket.inputs, width)
+        bucket.graph = graph
