@@ -11,6 +11,7 @@
 #   eager).
 # Results land in ${OUT:-benchmarks/results/gpu}. Usage: bash benchmarks/gpu_check.sh [--dry-run]
 # (--dry-run: CPU, interpreter, tiny sizes -- checks the script itself on a machine without a GPU).
+# STEPS="2 5" runs only those steps (a short device lease: the numbers that are still missing first).
 # each step runs even if an earlier one failed (one device lease: a failed step must not hide the others)
 set -uo pipefail
 FAILED=()
@@ -24,21 +25,32 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/kernels${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$DRY" = 1 ]; then export TRITON_INTERPRET=1; else unset TRITON_INTERPRET; fi
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.cuda.is_available())" | tee "$OUT/env.txt"
+want() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
+want 1 && {
 echo "== 1. kernel tests"
 timeout 300 "$PY" -m pytest -q -rf --tb=short -p no:cacheprovider tests/kernels > "$OUT/kernel_tests.txt" 2>&1 \
   || FAILED+=(kernel_tests)
 tail -5 "$OUT/kernel_tests.txt"
+}
+want 2 && {
 echo "== 2. kernel bench"
 timeout 180 "$PY" -m esamp_kernels.bench --out "$OUT/kernel_bench" $( [ "$DRY" = 1 ] && echo --dry-run ) 2>&1 \
   | tail -30 | tee "$OUT/kernel_bench.txt" || FAILED+=(kernel_bench)
+}
+want 3 && {
 echo "== 3. async vs serial update"
 timeout 180 "$PY" benchmarks/async_update_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --profile 5 --out "$OUT/async_update_check" \
   2>&1 | tee "$OUT/async_update.txt" || FAILED+=(async_update)
+}
+want 4 && {
 echo "== 4. taps under CUDA-graph replay"
 timeout 120 "$PY" benchmarks/tap_graph_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/tap_graph_check.json" \
   2>&1 | tee "$OUT/tap_graph_check.txt" || FAILED+=(tap_graph)
+}
+want 5 && {
 echo "== 5. ESamp step vs a graph-replayed forward"
 timeout 300 "$PY" benchmarks/esamp_graph_bench.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/esamp_graph_bench" \
   2>&1 | tee "$OUT/esamp_graph_bench.txt" || FAILED+=(esamp_graph_bench)
+}
 if [ ${#FAILED[@]} -gt 0 ]; then echo "gpu_check FAILED steps: ${FAILED[*]} ($OUT)"; exit 1; fi
 echo "gpu_check done: $OUT"
