@@ -155,6 +155,7 @@ class StepGraphs:
                 self.rule(bucket.inputs, width)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: other threads of the scheduler (an idle update worker, SGLang's own) may touch CUDA
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             bucket.outputs = self.rule(bucket.inputs, width)
         bucket.graph = graph
