@@ -7,6 +7,8 @@ Arms, alternating round by round (the order rotates) so machine noise hits all o
          plugin costs is off / stock
 Default workload: Qwen2.5-Coder-0.5B-Instruct (``bash ci/setup_env.sh --bench``), 8 prompts x n=8, 128 new tokens,
 ignore_eos, min-p 0.05, one forward thread. ``--quick``: SmolLM2, 4 prompts x n=4, 64 tokens (under 3 minutes).
+``--esamp-url`` / ``--stock-url`` benchmark servers already running (e.g. started on a GPU with its own flags)
+instead of starting them; ``--server-arg`` adds flags to the servers it starts.
 ``--no-filter`` drops min-p (the candidate cap then bounds the work), ``--serial`` runs the distiller update inline
 (``--esamp-update-mode serial``, the diagnostic baseline), ``--compare-serial`` adds a second ESamp server with the
 update inline and its arm ``on_serial`` (async vs serial side by side, in the same rounds), ``--threads`` sets the
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import statistics
 import sys
@@ -38,7 +41,11 @@ from .serve.server_probe import ServerProbe
 PROMPTS = ["Write a short poem about the sea.", "Give me three ideas for a birthday party.",
            "Describe a city on Mars.", "Tell a one-paragraph story about a lost key.",
            "Explain why the sky is blue.", "Suggest a name for a coffee shop.", "Invent a new board game.",
-           "Write a limerick about a cat."]
+           "Write a limerick about a cat.",
+           # 9-16: the GPU workload (16 x n=8, docs/performance.md); the default uses the first 8
+           "Describe a city built under the sea.", "Write a short story about a lost robot.",
+           "Give three tips for learning to cook.", "Explain how a rainbow forms.", "Invent a holiday and its customs.",
+           "Write a haiku about autumn.", "Describe the perfect picnic.", "Suggest a name for a bakery."]
 
 
 def parse_args(argv=None):
@@ -57,6 +64,10 @@ def parse_args(argv=None):
                    help="add an on_serial arm: a second ESamp server whose update runs inline")
     p.add_argument("--no-stock", action="store_true", help="skip the stock-SGLang arm")
     p.add_argument("--quick", action="store_true", help="SmolLM2, 4 prompts x n=4, 64 tokens")
+    p.add_argument("--esamp-url", default=None, help="an ESamp server already running (its on and off arms)")
+    p.add_argument("--stock-url", default=None, help="a stock SGLang server already running (the stock arm)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="FLAGS",
+                   help="extra flags for the servers this command starts (repeatable; split like a shell)")
     p.add_argument("--output", default=None, help="JSON path (a PNG is written beside it)")
     a = p.parse_args(argv)
     quick = dict(model="smollm2-135m-instruct", prompts=4, n=4, tokens=64)
@@ -70,6 +81,8 @@ def parse_args(argv=None):
         p.error("--rounds must be >= 1")
     if a.compare_serial and a.serial:
         p.error("--compare-serial already runs a serial arm beside the async one; drop --serial")
+    if a.esamp_url and (a.serial or a.compare_serial):
+        p.error("--esamp-url benchmarks a running server as it is: --serial / --compare-serial start servers")
     return a
 
 
@@ -101,20 +114,26 @@ def run(a) -> dict:
     if not a.no_filter:
         params["min_p"] = a.min_p
     arms = {"off": dict(params), "on": dict(params, esamp={"beta": a.beta})}
+    extra = [tok for flags in a.server_arg for tok in shlex.split(flags)]
     server_args = ["--model-path", model_dir, "--log-level", "error", "--disable-radix-cache",
-                   "--esamp-bank-slots", str(max(8, a.prompts)), "--esamp-update-mode",
+                   "--esamp-bank-slots", str(max(8, a.prompts)), *extra, "--esamp-update-mode",
                    "serial" if a.serial else "async"]
     env = {"OMP_NUM_THREADS": str(a.threads)}   # the rest of the environment is inherited
     from .serve.local_server import local_server
 
     logs = Path(tempfile.mkdtemp(prefix="esamp-bench-"))
     with ExitStack() as stack:
-        print(f"[bench] starting servers ({a.model}); logs in {logs}", flush=True)
-        bases = {"esamp": stack.enter_context(local_server(server_args, logs / "esamp.log", env))}
+        running = [f"{arm} {url}" for arm, url in (("esamp", a.esamp_url), ("stock", a.stock_url)) if url]
+        print(f"[bench] {a.model}: " + (f"running servers: {', '.join(running)}; " if running else "") +
+              f"servers started here log in {logs}", flush=True)
+        bases = {"esamp": a.esamp_url.rstrip("/") if a.esamp_url else
+                 stack.enter_context(local_server(server_args, logs / "esamp.log", env))}
         if a.compare_serial:
             serial_args = server_args[:-1] + ["serial"]
             bases["esamp_serial"] = stack.enter_context(local_server(serial_args, logs / "esamp_serial.log", env))
-        if not a.no_stock:
+        if a.stock_url:
+            bases["stock"] = a.stock_url.rstrip("/")
+        elif not a.no_stock:
             bases["stock"] = stack.enter_context(local_server(server_args, logs / "stock.log",
                                                               dict(env, SGLANG_ESAMP="0")))
         targets = {"on": (bases["esamp"], arms["on"]), "off": (bases["esamp"], arms["off"])}

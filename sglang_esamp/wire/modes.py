@@ -3,10 +3,20 @@
 ``check_server_mode(server_args)`` runs twice: in the launching process right after SGLang parsed its arguments
 (``launch_server``, ``Engine``: the user sees the message at once) and in each scheduler when ESamp attaches to
 the model runner (any other way of starting SGLang with the plugin). It reads ``ServerArgs`` attributes only.
+
+``SGLANG_ESAMP_ALLOW_CUDA_GRAPH=1`` lifts the first rule (CUDA graphs) and nothing else, for the run that proves
+ESamp under graph replay on a GPU (``benchmarks/gpu_server_check.sh``, issue #39); each process that serves CUDA
+graphs under it says so on stderr.
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import Callable, List, Tuple
+
+ALLOW_CUDA_GRAPH_ENV = "SGLANG_ESAMP_ALLOW_CUDA_GRAPH"
+_CUDA_GRAPH_FLAG = "--disable-cuda-graph"
+_warned_graph_lift = False
 
 
 class UnsupportedModeError(RuntimeError):
@@ -42,11 +52,27 @@ RULES: Tuple[Tuple[str, Callable, str, str], ...] = (
 )
 
 
+def cuda_graph_allowed() -> bool:
+    return os.environ.get(ALLOW_CUDA_GRAPH_ENV) == "1"
+
+
+def _warn_graph_lift() -> None:
+    global _warned_graph_lift
+    if not _warned_graph_lift:
+        _warned_graph_lift = True
+        print(f"WARNING [esamp] {ALLOW_CUDA_GRAPH_ENV}=1: serving ESamp under CUDA-graph replay, a mode not yet "
+              f"proven on a real server (the {_CUDA_GRAPH_FLAG} refusal is lifted for this run only)",
+              file=sys.stderr, flush=True)
+
+
 def refusals(server_args) -> List[str]:
     """One message per rule the arguments break (empty: ESamp can serve this mode)."""
     out = []
     for flag, broken, why, fix in RULES:
         if server_args is not None and broken(server_args):
+            if flag == _CUDA_GRAPH_FLAG and cuda_graph_allowed():
+                _warn_graph_lift()
+                continue
             out.append(f"ESamp cannot serve this mode ({flag}): {why}. Fix: {fix}, or run without the ESamp "
                        "plugin (SGLANG_ESAMP=0).")
     return out
