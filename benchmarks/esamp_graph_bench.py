@@ -1,7 +1,7 @@
 """ESamp's cost per decode step against a graph-replayed forward of a real model shape (issue #38): PyTorch +
 Triton, no SGLang.
 
-    python benchmarks/esamp_graph_bench.py [--shapes 0.5b,7b] [--rows 64,256] [--steps 30] [--dry-run]
+    python benchmarks/esamp_graph_bench.py [--shapes 0.5b,7b] [--rows 64,128,256] [--steps 30] [--dry-run]
 
 The ``off`` arm is what SGLang does on a GPU: a stand-in decode forward captured in one CUDA graph and replayed --
 per layer the QKV, O, gate/up and down GEMMs at the batch size (bf16, random weights; one layer's weights serve
@@ -188,7 +188,7 @@ def count_launches(one, step, device):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default="0.5b,7b")
-    p.add_argument("--rows", default="64,256")
+    p.add_argument("--rows", default="64,128,256")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
