@@ -47,8 +47,8 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.error
-import urllib.request
+import urllib.error   # the standard library's HTTP, not serve.server_probe: this process runs on the device's
+import urllib.request  # bare Python (no httpx) and imports nothing of the package before the bundle is installed
 from pathlib import Path
 from typing import Dict, List, Optional
 

@@ -79,20 +79,20 @@ def candidates(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.T
     ``width``: the sync-free form (module docstring), a ``width_bucket``."""
     r, v = logits.shape
     budget = _VOCAB_CHUNK_ELEMS.get(logits.device.type)
-    step = max(1, r) if budget is None else max(1, budget // max(1, v))
+    step = r if budget is None else max(1, budget // max(1, v))
     temps = temperatures.reshape(-1)
     top_ks, top_ps, min_ps = top_ks.reshape(-1), top_ps.reshape(-1), min_ps.reshape(-1)
-    if width is not None:
-        parts = [fixed_width_candidates(scale_logits(logits[lo:lo + step], temps[lo:lo + step], sync_free=True),
-                                        top_ks[lo:lo + step], top_ps[lo:lo + step], min_ps[lo:lo + step], cap, width)
-                 for lo in range(0, max(r, 1), step)]
-        return parts[0] if len(parts) == 1 else Candidates(*(torch.cat(f) for f in zip(*(
-            (c.ids, c.scaled, c.counts, c.truncated) for c in parts))))
+
+    def chunk(lo: int, hi: int) -> Candidates:
+        args = (top_ks[lo:hi], top_ps[lo:hi], min_ps[lo:hi], cap)
+        if width is None:
+            return filter_candidates(scale_logits(logits[lo:hi], temps[lo:hi]), *args)
+        return fixed_width_candidates(scale_logits(logits[lo:hi], temps[lo:hi], sync_free=True), *args, width)
+
     if r <= step:
-        return filter_candidates(scale_logits(logits, temps), top_ks, top_ps, min_ps, cap)
-    parts = [filter_candidates(scale_logits(logits[lo:lo + step], temps[lo:lo + step]), top_ks[lo:lo + step],
-                               top_ps[lo:lo + step], min_ps[lo:lo + step], cap) for lo in range(0, r, step)]
-    k = max(c.ids.shape[1] for c in parts)
+        return chunk(0, r)
+    parts = [chunk(lo, lo + step) for lo in range(0, r, step)]
+    k = max(c.ids.shape[1] for c in parts)   # adaptive widths differ per chunk; a fixed width pads nothing
     pad = lambda t, value: torch.nn.functional.pad(t, (0, k - t.shape[1]), value=value)   # noqa: E731
     return Candidates(ids=torch.cat([pad(c.ids, 0) for c in parts]),
                       scaled=torch.cat([pad(c.scaled, float("-inf")) for c in parts]),

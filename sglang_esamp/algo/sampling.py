@@ -100,34 +100,30 @@ def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch
     if greedy_mode == "skip":
         reweight &= ~greedy
 
+    coef = betas if temperature_form == "tllm" else betas / temps    # the distiller term's coefficient per row
+    if distiller_coef is not None:
+        coef = coef * distiller_coef.reshape(-1).to(torch.float32)
+
+    def shifted_logits(*args):
+        if vocab_shard is None:
+            return ops.candidate_novelty_logits(*args)
+        return sharded_candidate_logits(*args, shard=vocab_shard)
+
     if sync_free:   # every row through the kernel, the result kept where reweighted (bit-identical elsewhere)
-        coef = betas if temperature_form == "tllm" else betas / temps
-        if distiller_coef is not None:
-            coef = coef * distiller_coef.reshape(-1).to(torch.float32)
-        args = (torch.zeros_like(h_hat) if h_hat is None else h_hat.nan_to_num(0.0, 0.0, 0.0), cands.ids,
-                cands.counts, cands.scaled, lm_head_weight, lm_head_bias, torch.where(reweight, betas, 0.0),
-                torch.where(reweight, coef, 0.0))
         if h_hat is not None and r:
-            new = (ops.candidate_novelty_logits(*args) if vocab_shard is None
-                   else sharded_candidate_logits(*args, shard=vocab_shard))
-        rows = None
+            new = shifted_logits(h_hat.nan_to_num(0.0, 0.0, 0.0), cands.ids, cands.counts, cands.scaled,
+                                 lm_head_weight, lm_head_bias, torch.where(reweight, betas, 0.0),
+                                 torch.where(reweight, coef, 0.0))
     else:
         rows = reweight.nonzero(as_tuple=True)[0]
-    if rows is not None and rows.numel():
-        kr = int(cands.counts.index_select(0, rows).max().item())  # trim to what these rows need
-        b = betas.index_select(0, rows)
-        coef = b if temperature_form == "tllm" else b / temps.index_select(0, rows)
-        if distiller_coef is not None:
-            coef = coef * distiller_coef.reshape(-1).to(torch.float32).index_select(0, rows)
-        args = (h_hat.index_select(0, rows), cands.ids.index_select(0, rows)[:, :kr],
-                cands.counts.index_select(0, rows), cands.scaled.index_select(0, rows)[:, :kr], lm_head_weight,
-                lm_head_bias, b, coef)
-        if vocab_shard is None:
-            shifted = ops.candidate_novelty_logits(*args)
-        else:
-            shifted = sharded_candidate_logits(*args, shard=vocab_shard)
-        new = new.clone()
-        new[rows, :kr] = shifted
+        if rows.numel():
+            kr = int(cands.counts.index_select(0, rows).max().item())  # trim to what these rows need
+            shifted = shifted_logits(h_hat.index_select(0, rows), cands.ids.index_select(0, rows)[:, :kr],
+                                     cands.counts.index_select(0, rows), cands.scaled.index_select(0, rows)[:, :kr],
+                                     lm_head_weight, lm_head_bias, betas.index_select(0, rows),
+                                     coef.index_select(0, rows))
+            new = new.clone()
+            new[rows, :kr] = shifted
 
     if divisor is not None:   # x / 1 == x: rows with divisor 1 (and rows not reweighted) keep their logits exactly
         div = torch.where(reweight, divisor.reshape(-1).to(torch.float32), 1.0)

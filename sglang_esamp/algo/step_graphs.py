@@ -62,12 +62,15 @@ def row_bucket(rows: int, buckets: Sequence[int] = ROW_BUCKETS) -> Optional[int]
 
 class _Bucket:
     def __init__(self, inputs: RuleInputs, rows: int):
-        self.inputs = RuleInputs(**{f.name: _padded(getattr(inputs, f.name), rows, _PAD.get(f.name, 0.0))
-                                    for f in fields(RuleInputs) if getattr(inputs, f.name) is not None})
+        """Static buffers of ``rows`` rows shaped like ``inputs``' tensors, filled from them (``load``)."""
+        given = {f.name: t for f in fields(RuleInputs) if (t := getattr(inputs, f.name)) is not None}
+        self.inputs = RuleInputs(**{name: t.new_empty((rows,) + tuple(t.shape[1:])) for name, t in given.items()})
         self.outputs: Optional[Tuple[torch.Tensor, SampleOutput]] = None
         self.graph = None
+        self.load(inputs)
 
     def load(self, inputs: RuleInputs) -> None:
+        """Copy a step's inputs in; the rows past them become padding rows (``_PAD``; 0 for the [R, ...] tensors)."""
         for f in fields(RuleInputs):
             dst, src = getattr(self.inputs, f.name), getattr(inputs, f.name)
             if src is None:
@@ -78,16 +81,12 @@ class _Bucket:
                 dst[n:].fill_(_PAD.get(f.name, 0.0))
 
 
-def _padded(t: torch.Tensor, rows: int, fill) -> torch.Tensor:
-    shape = (rows,) + tuple(t.shape[1:])
-    out = torch.full(shape, fill, dtype=t.dtype, device=t.device) if t.dim() == 1 else \
-        torch.zeros(shape, dtype=t.dtype, device=t.device)
-    out[:t.shape[0]].copy_(t)
-    return out
-
-
-def _sliced(out: SampleOutput, rows: int) -> SampleOutput:
-    return SampleOutput(**{f.name: getattr(out, f.name)[:rows] for f in fields(SampleOutput)})
+def _sliced(h_hat: torch.Tensor, out: SampleOutput, rows: int,
+            copy: bool) -> Tuple[torch.Tensor, SampleOutput]:
+    """The first ``rows`` rows of a bucket's outputs; ``copy``: clones (a graph's outputs are overwritten by the
+    next replay)."""
+    take = (lambda t: t[:rows].clone()) if copy else (lambda t: t[:rows])
+    return take(h_hat), SampleOutput(**{f.name: take(getattr(out, f.name)) for f in fields(SampleOutput)})
 
 
 class StepGraphs:
@@ -123,13 +122,12 @@ class StepGraphs:
             return self.rule(inputs, width)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(inputs, rows)
+            bucket = self._buckets[key] = _Bucket(inputs, rows)   # filled from this step's inputs
         else:
             bucket.load(inputs)
         if self.mode == "static":
             self._count("graph_static_steps")
-            h_hat, out = self.rule(bucket.inputs, width)
-            return h_hat[:r], _sliced(out, r)
+            return _sliced(*self.rule(bucket.inputs, width), r, copy=False)
         if bucket.graph is None:
             try:
                 self._capture(bucket, width)
@@ -143,9 +141,7 @@ class StepGraphs:
             self._count("graph_captures")
         bucket.graph.replay()
         self._count("graph_replays")
-        h_hat, out = bucket.outputs
-        return h_hat[:r].clone(), SampleOutput(**{f.name: getattr(out, f.name)[:r].clone()
-                                                 for f in fields(SampleOutput)})
+        return _sliced(*bucket.outputs, r, copy=True)
 
     def _capture(self, bucket: _Bucket, width: int) -> None:
         side = torch.cuda.Stream(device=self.device)

@@ -80,14 +80,9 @@ class TapBuffers:
     def read(self, rows: torch.Tensor, positions: torch.Tensor,
              batch_size: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         """(source, target) hidden states of ``rows`` when both taps wrote this step (their stamps equal
-        ``positions``, the rows' positions this step), else None (a tap miss). Invalidates the stamps either way."""
-        try:
-            if batch_size > self.rows:
-                return None
-            fresh = all(torch.equal(self.stamp[role].index_select(0, rows), positions) for role in ROLES)
-            if not fresh:
-                return None
-            return self.h["source"].index_select(0, rows), self.h["target"].index_select(0, rows)
-        finally:
-            for role in ROLES:
-                self.stamp[role][:batch_size].fill_(-1)
+        ``positions``, the rows' positions this step), else None (a tap miss). Invalidates the stamps either way.
+        ``read_masked`` plus one host read: whether every row is fresh."""
+        taps = self.read_masked(rows, positions, batch_size)
+        if taps is None or not bool(taps[2].all()):
+            return None
+        return taps[0], taps[1]
