@@ -6,15 +6,18 @@ same ``sampling_params`` as the HTTP server (``{"esamp": {"beta": 0.25}}`` or ``
 SGLang failed to apply, or a mode ESamp cannot serve (``wire.modes``), is refused before or while the scheduler
 starts. The stock ``sgl.Engine`` also gets ESamp through the plugin, with the default configuration (or
 ``SGLANG_ESAMP_CONFIG``).
-The engine is SGLang's own class with one change: ``shutdown`` runs once. SGLang also registers it with ``atexit``,
-and a second run at interpreter exit logs into streams that are already closed (pytest's capture), printing
-"--- Logging error ---" tracebacks after the caller's last line. SGLang's shutdown also ends every child process of
-the caller, the multiprocessing resource tracker included: a semaphore the caller made before it (tqdm's default
-lock is one) then prints a ``resource_tracker`` warning at exit; ``examples/grpo_rollouts.py`` gives tqdm a thread
-lock for that reason.
+The engine is SGLang's own class with two changes to ``shutdown``. It runs once: SGLang also registers it with
+``atexit``, and a second run at interpreter exit logs into streams that are already closed (pytest's capture),
+printing "--- Logging error ---" tracebacks after the caller's last line. And it spares the caller's
+multiprocessing resource tracker: SGLang ends every child process of the caller, and the tracker is one; a
+semaphore made before (tqdm's default lock, joblib's loky) then made Python print a ``resource_tracker`` warning
+and a ``KeyError`` traceback at exit. SGLang's ``kill_process_tree`` has a ``skip_pid``; the tracker's pid goes there.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+from multiprocessing import resource_tracker
 from typing import Mapping, Optional, Union
 
 from .algo.config import ESampConfig
@@ -51,7 +54,24 @@ def _engine_class():
                 if getattr(self, "_esamp_shut_down", False):
                     return
                 self._esamp_shut_down = True
-                super().shutdown()
+                with _sparing_resource_tracker():
+                    super().shutdown()
         _ENGINE_CLASS = ESampEngine
     return _ENGINE_CLASS
 
+
+
+@contextlib.contextmanager
+def _sparing_resource_tracker():
+    """SGLang's shutdown calls its engine module's ``kill_process_tree`` on every child of this process; for that
+    call, skip the resource tracker (shutdown runs on the caller's thread, once)."""
+    import sglang.srt.entrypoints.engine as engine_module
+
+    tracker_pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+    original = engine_module.kill_process_tree
+    if tracker_pid is not None:
+        engine_module.kill_process_tree = functools.partial(original, skip_pid=tracker_pid)
+    try:
+        yield
+    finally:
+        engine_module.kill_process_tree = original

@@ -8,8 +8,14 @@ import pytest
 def test_engine_runs_and_plugin_reaches_the_scheduler(tiny_model_path, tmp_path, monkeypatch):
     trace = tmp_path / "trace"
     monkeypatch.setenv("SGLANG_ESAMP_TRACE_DIR", str(trace))
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
     import sglang_esamp
 
+    # a semaphore made before the engine (tqdm's lock, loky's) registers with this process's resource tracker
+    semaphore = multiprocessing.get_context("spawn").Semaphore()   # a named one (fork context: unnamed)
+    tracker_pid = resource_tracker._resource_tracker._pid
     llm = sglang_esamp.Engine(model_path=tiny_model_path, esamp={"bank_slots": 4}, log_level="error",
                               max_total_tokens=8192)
     try:
@@ -34,6 +40,10 @@ def test_engine_runs_and_plugin_reaches_the_scheduler(tiny_model_path, tmp_path,
         state = llm.get_server_info()["internal_states"][0]["esamp"]
     finally:
         llm.shutdown()
+    # shutdown ends the engine's processes, not the tracker (else a warning and a KeyError traceback at exit)
+    assert resource_tracker._resource_tracker._pid == tracker_pid
+    assert resource_tracker._resource_tracker._check_alive(), "SGLang's shutdown ended the resource tracker"
+    del semaphore
     pids = {int(p.name.split("-")[1].split(".")[0]) for p in trace.glob("plugin-*.txt")}
     # the scheduler registered the plugin and serves ESamp; the detokenizer registered it too. (This process
     # may have loaded plugins before the trace dir was set, when another Engine test ran first.)

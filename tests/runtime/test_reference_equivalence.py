@@ -43,6 +43,27 @@ def sglang_run(request, smollm2_path, tmp_path_factory):
     return prompt_ids, outs, lines
 
 
+def assert_same_candidates(ref_ids, sg_ids, where):
+    """The same candidate set, in any order among near-ties.
+
+    The two LLM forwards differ by ~1e-5, so two tokens whose logits tie to that precision may swap places, and a
+    top-k cut that falls on such a tie may keep a different last token. Anything else is a real difference: the
+    sets may differ by at most one token, and then only in each side's last (lowest-ranked) place.
+    """
+    ref_only, sg_only = set(ref_ids) - set(sg_ids), set(sg_ids) - set(ref_ids)
+    assert len(ref_ids) == len(sg_ids), (where, ref_ids, sg_ids)
+    if ref_only or sg_only:
+        assert ref_only == {ref_ids[-1]} and sg_only == {sg_ids[-1]}, (where, ref_ids, sg_ids)
+
+
+def test_assert_same_candidates_allows_only_boundary_ties():
+    assert_same_candidates([5, 9, 7, 3], [5, 7, 9, 3], "swap")
+    assert_same_candidates([5, 9, 7, 3], [5, 9, 7, 4], "last place")
+    for sg in ([5, 9, 4, 3], [5, 9, 7], [5, 9, 4, 8]):
+        with pytest.raises(AssertionError):
+            assert_same_candidates([5, 9, 7, 3], sg, "real difference")
+
+
 def test_sglang_candidates_match_reference(sglang_run, smollm2_path):
     from transformers import AutoModelForCausalLM
 
@@ -68,9 +89,11 @@ def test_sglang_candidates_match_reference(sglang_run, smollm2_path):
         for i, rid in enumerate(rids):
             sg = per_rid[rid][t - 1]
             c = int(rec.counts[i])
-            assert rec.cand_ids[i, :c].tolist() == sg["cand_ids"], (t, i)
-            diff = (rec.cand_logits[i, :c] - torch.tensor(sg["cand_logits"])).abs().max().item()
-            worst = max(worst, diff)
+            ref_logit = dict(zip(rec.cand_ids[i, :c].tolist(), rec.cand_logits[i, :c].tolist()))
+            sg_logit = dict(zip(sg["cand_ids"], sg["cand_logits"]))
+            assert_same_candidates(list(ref_logit), sg["cand_ids"], (t, i))
+            shared = ref_logit.keys() & sg_logit.keys()
+            worst = max([worst] + [abs(ref_logit[k] - sg_logit[k]) for k in shared])
     print(f"[equivalence] max |reference - sglang| candidate logit difference over {TOKENS - 1} steps: {worst:.3g}")
     assert worst <= ATOL, f"max |reference - sglang| candidate logit difference {worst:.4g} > {ATOL}"
     assert res.group_stats["steps"] == TOKENS - 1
