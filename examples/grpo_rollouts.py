@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -123,10 +122,6 @@ def main(argv=None):
     config = {"bank_slots": args.bank_slots}
     if shipped_warm_start_exists(args.model):
         config["warm_start"] = "shipped"
-    # tqdm's default lock is a multiprocessing semaphore, registered with this process's resource tracker; SGLang's
-    # Engine.shutdown ends every child process of its caller, the tracker included, so at exit the semaphore's
-    # cleanup would print a "resource_tracker" warning and a KeyError after our table. A thread lock does not.
-    tqdm.set_lock(threading.RLock())
     llm = sglang_esamp.Engine(model_path=model_dir, esamp=config, log_level="error")
     results = {}
     try:
