@@ -12,7 +12,8 @@ the embedding of the drawn tokens, so each step depends on the last draw, as in 
 ESamp arms replace the draw by the sync-free ESamp step (taps: the hidden state after layer 2 and the LM-head
 input; predict -> candidates -> reweight -> draw, then the distiller update):
   eager_serial / eager_async    the rule run eagerly; update inline / on the side stream
-  graph_serial / graph_async    the rule replayed from its CUDA graph (``algo.step_graphs``)
+  graph_serial / graph_async    the rule replayed from its CUDA graph (``algo.step_graphs``), and the update from
+                                its own (``algo.update_graphs``; eager arms run the same sync-free update eagerly)
 Groups of ``--group`` rows share a slot (n=8 by default), beta 0.25, T 1, min-p ``--min-p`` (no top-k: the
 candidate width is the cap + 1, ``--cap``). The noise is drawn on the device from a fixed seed and passed in, so
 graph and eager arms must give the same tokens and the same final distiller weights (checked, per update mode).
@@ -34,6 +35,7 @@ from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
 from sglang_esamp.algo.filters import width_bucket
 from sglang_esamp.algo.step_graphs import RuleInputs
+from sglang_esamp.algo.update_graphs import COUNTERS as UPDATE_GRAPH_COUNTERS
 
 # hidden, layers, heads, kv heads, head dim, intermediate, vocab (the models' config.json)
 SHAPES = {"0.5b": (896, 24, 14, 2, 64, 4864, 151936), "7b": (3584, 28, 28, 4, 128, 18944, 152064),
@@ -118,9 +120,10 @@ def run_arm(arm, a, shape, rows, device, noise_all, model, forward):
         core = ESampCore(ESampConfig(bank_slots=slots_n, update_mode=mode, sync_free="on", candidate_cap=a.cap,
                                      default_beta=a.beta), shape[0], model.lm_head, None, device)
         held = [core.acquire_slot() for _ in range(slots_n)]
-        slots = torch.tensor([held[min(i // a.group, slots_n - 1)] for i in range(rows)], device=device)
+        host_slots = [held[min(i // a.group, slots_n - 1)] for i in range(rows)]
+        slots = torch.tensor(host_slots, device=device)
         if arm.startswith("eager"):
-            core.graphs.mode = "eager"
+            core.graphs.mode = core.update_graphs.mode = "eager"
         ones, zeros = torch.ones(rows, device=device), torch.zeros(rows, device=device)
         big = torch.full((rows,), 1 << 30, dtype=torch.int64, device=device)
         width = width_bucket([1 << 30], a.cap, shape[6])
@@ -139,7 +142,7 @@ def run_arm(arm, a, shape, rows, device, noise_all, model, forward):
             inputs = RuleInputs(model.h_src, slots, model.logits, ones, big, ones, zeros + a.min_p, zeros + a.beta,
                                 ones, noise=noise[:, :a.cap + 1])
             _, out = core.predict_and_sample(inputs, width)
-            core.train(model.h_src.clone(), model.h_tgt.clone(), slots, sample=out)
+            core.train(model.h_src.clone(), model.h_tgt.clone(), slots, sample=out, host_slots=host_slots)
             tokens = out.tokens
         return tokens
 
@@ -170,6 +173,7 @@ def run_arm(arm, a, shape, rows, device, noise_all, model, forward):
                       graph_replays=st.get("graph_replays", 0), graph_captures=st.get("graph_captures", 0),
                       graph_eager_steps=st.get("graph_eager_steps", 0),
                       graph_static_steps=st.get("graph_static_steps", 0),
+                      **{name: st.get(name, 0) for name in UPDATE_GRAPH_COUNTERS},
                       candidates_per_row=st.get("candidates_per_row_mean"))
         weights = {k: v.detach().float().cpu() for k, v in core.bank.params.items()}
         core.runner.close()

@@ -115,7 +115,7 @@ def bank_memory(shape: DistillerShape, slots: int, dtype: torch.dtype, optimizer
     """The one place bank memory is computed (the startup check and the startup print use it)."""
     n = shape.num_params()
     elem = torch.empty((), dtype=dtype).element_size()
-    per_slot = n * elem + (2 * n * 4 if optimizer == "adam" else 0) + 8
+    per_slot = n * elem + (2 * n * 4 if optimizer == "adam" else 0) + 8 + 16   # + the step count and the device baselines
     return BankMemory(slots=slots, per_slot=per_slot, peak_extra_per_slot=2 * n * 4)
 
 
@@ -157,6 +157,9 @@ class DistillerBank:
         self._energy_sum = [0.0] * slots
         self._base_weight = [0.0] * slots
         self._base_steps = [0] * slots
+        # the same baselines as device tensors for the sync-free step (device_train_step.py): per slot the loss EMA
+        # sum, the energy EMA sum, the EMA weight and the updates since (re)init
+        self.device_baseline = torch.zeros(slots, 4, dtype=torch.float32, device=self.device)
         # torch's fused Adam kernel needs fp32 params (same dtype as the fp32 moments); else the explicit path
         self.fused_adam = fused_adam and dtype == torch.float32 and hasattr(torch, "_fused_adam_")
 
@@ -200,6 +203,7 @@ class DistillerBank:
             self.steps[slot] = 0
         self._base_sum[slot] = self._energy_sum[slot] = self._base_weight[slot] = 0.0
         self._base_steps[slot] = 0
+        self.device_baseline[slot].zero_()
         self._inits += 1
 
     def reset_slot(self, slot: int):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -29,6 +29,7 @@ from .config import ESampConfig
 from .counters import ESampCounters
 from .sampling import SampleOutput, esamp_sample
 from .step_graphs import RuleInputs, StepGraphs
+from .update_graphs import UpdateGraphs
 from .update_runner import make_update_runner
 from .warm_start import load_warm_start
 
@@ -65,16 +66,18 @@ class ESampCore:
         self.sync_free = config.sync_free == "on" or (config.sync_free == "auto" and self.device.type == "cuda")
         # a sync-free step's rule replays per shape bucket (CUDA graphs; on CPU the same buffers, eagerly)
         self.graphs = StepGraphs(self._rule, self.device, self.counters) if self.sync_free else None
+        # and its update too, when the caller gives the rows' slots on the host (``train(host_slots=...)``)
+        self.update_graphs = UpdateGraphs(self.bank, self.counters) if self.sync_free else None
 
     # -- slots (GroupTable is the caller: it knows which group holds which) ----------------------------------
     def acquire_slot(self, warm: bool = True, init_seed: Optional[int] = None) -> Optional[int]:
         """A free slot, initialised; None = bank full. ``warm``: from the warm start (when there is one), else
         random (from ``init_seed`` if given)."""
-        self.wait_for_update()
+        self.settle_updates()
         return self.bank.acquire(warm, init_seed)
 
     def release_slot(self, slot: int) -> None:
-        self.wait_for_update()
+        self.settle_updates()
         self.bank.release(slot)
 
     @property
@@ -85,7 +88,7 @@ class ESampCore:
         """Re-initialise slots after a failed step (the way each was first initialised), counted as
         ``error_resets``; a pending update is waited for (its error, if any, is the one being handled)."""
         try:
-            self.wait_for_update()
+            self.settle_updates()
         except Exception:
             pass
         for s in slots:
@@ -96,13 +99,21 @@ class ESampCore:
     def slot_stats(self, slot: int) -> dict:
         """Per-slot stats for ``meta_info.esamp`` (call before the slot is released), after a pending update, so
         a finishing request reports all of its steps."""
-        self.wait_for_update()
+        self.settle_updates()
         return self.counters.slot_stats(slot)
 
     # -- per step -------------------------------------------------------------------------------------------
     def wait_for_update(self) -> None:
         """The one synchronisation point with a pending update (see module docstring); re-raises its error."""
         self.runner.wait()
+
+    def settle_updates(self) -> None:
+        """``wait_for_update``, then the graphed updates' stats folded in (their deferred resets applied): where
+        slots change hands or counters are read (on CUDA this waits for the device)."""
+        self.wait_for_update()
+        if self.update_graphs is not None:
+            for result in self.update_graphs.flush():
+                self.counters.record_train(result)
 
     def take_updates(self) -> List["UpdateDone"]:
         """The updates that finished since the last call, oldest first (after ``wait_for_update``)."""
@@ -184,7 +195,8 @@ class ESampCore:
         return out
 
     def train(self, h_src: torch.Tensor, h_tgt: torch.Tensor, slot_ids: torch.Tensor, *,
-              sample: Optional[SampleOutput] = None, measure: Optional[Callable[[], object]] = None) -> None:
+              sample: Optional[SampleOutput] = None, measure: Optional[Callable[[], object]] = None,
+              host_slots: Optional[Sequence[int]] = None) -> None:
         """Submit this step's update (one per decode step); rows with slot < 0 are ignored.
 
         With ``train_rows="first_per_group"`` only the first row of each slot is used. The caller hands over the
@@ -192,8 +204,13 @@ class ESampCore:
         happen inside the update, off the caller's path. ``sample`` (a ``sample(..., record=False)`` output) is
         counted there too, and ``measure`` runs there first: its value (host reads of the step, no writes to the
         caller's objects) comes back in ``UpdateDone.measured`` through ``take_updates``.
+        ``host_slots`` (the slot per row as the host planned it) on a sync-free core: the update runs as
+        ``UpdateGraphs`` (no host read; a CUDA graph per shape bucket); its ``TrainResult`` is counted when its
+        stats reach the host (this update on CPU, a later one or ``settle_updates`` on CUDA).
         """
         first_only = self.config.train_rows == "first_per_group"
+        if self.update_graphs is not None and host_slots is not None:
+            return self._train_graphed(h_src, h_tgt, slot_ids, list(host_slots), sample, measure, first_only)
 
         def update() -> UpdateDone:
             measured = measure() if measure is not None else None
@@ -212,6 +229,31 @@ class ESampCore:
             self.counters.record_train(result)
             self.counters.add("time_update_s", time.perf_counter() - t0)
             return UpdateDone(result, measured)
+        t0 = time.perf_counter()
+        self.runner.submit(update, keep=measure is not None)
+        self.counters.add("time_submit_s", time.perf_counter() - t0)
+
+    def _train_graphed(self, h_src, h_tgt, slot_ids, host_slots: List[int], sample, measure, first_only) -> None:
+        if first_only:     # the first row of each slot trains; the others get no slot
+            first = {}
+            for j, s in enumerate(host_slots):
+                first.setdefault(s, j)
+            host_slots = [s if s >= 0 and first[s] == j else -1 for j, s in enumerate(host_slots)]
+            slot_ids = torch.tensor(host_slots, dtype=torch.int64).to(h_src.device, non_blocking=True)
+        graphs = self.update_graphs
+
+        def update() -> UpdateDone:
+            measured = measure() if measure is not None else None
+            if sample is not None:
+                self.counters.record_sample(sample)
+            t0 = time.perf_counter()
+            results = graphs.fold_ready()          # earlier steps whose stats have landed
+            graphs.run(h_src, h_tgt, slot_ids, host_slots)
+            results += graphs.fold_ready()         # on CPU: this step's too
+            for result in results:
+                self.counters.record_train(result)
+            self.counters.add("time_update_s", time.perf_counter() - t0)
+            return UpdateDone(results[-1] if results else None, measured)
         t0 = time.perf_counter()
         self.runner.submit(update, keep=measure is not None)
         self.counters.add("time_submit_s", time.perf_counter() - t0)
@@ -242,7 +284,7 @@ class ESampCore:
     def stats(self) -> dict:
         """The counters after any pending update (the scheduler's periodic snapshot reads ``counters`` directly,
         without waiting)."""
-        self.wait_for_update()
+        self.settle_updates()
         return self.counters.snapshot()
 
     def describe(self) -> str:

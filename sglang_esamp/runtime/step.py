@@ -263,7 +263,7 @@ def update(rt, step: ESampStep) -> None:
     # SGLang samples under inference mode; the update needs autograd on ordinary (non-inference) tensors
     with torch.inference_mode(False), torch.enable_grad():
         rt.core.train(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone(), sample=step.out,
-                      measure=measure_step)
+                      measure=measure_step, host_slots=step.planned_slots)
     rt.in_flight = step
     rt.counters.add("esamp_steps")
 

@@ -307,10 +307,10 @@ def test_memory_accounting():
     n = SHAPE.num_params()
     adam = DistillerBank(SHAPE, slots=4)
     adam = adam.memory()
-    assert adam.per_slot == n * 4 + 2 * n * 4 + 8
+    assert adam.per_slot == n * 4 + 2 * n * 4 + 8 + 16
     assert adam.resident == 4 * adam.per_slot and adam.peak == 4 * (adam.per_slot + 2 * n * 4)
     sgd = DistillerBank(SHAPE, slots=4, optimizer=OptimizerSpec(kind="sgd"), dtype=torch.bfloat16).memory()
-    assert sgd.per_slot == n * 2 + 8
+    assert sgd.per_slot == n * 2 + 8 + 16
     assert "4 slots" in DistillerBank(SHAPE, slots=4).describe_memory()
     # the paper preset at SmolLM2's width, for the record
     paper = DistillerShape(hidden=576)

@@ -117,6 +117,7 @@ def test_a_session_keeps_its_slot_and_weights_until_its_ttl():
     s = table.join("req1", "a", 1, session="sess")
     src, tgt = torch.randn(2, H), 4 * torch.randn(2, H)
     core.train(src, tgt, torch.full((2,), s))
+    core.wait_for_update()                  # the update may run on the worker thread (update_mode auto)
     trained = core.bank.slot_state(s)
     table.leave("req1", "a", 1)
     assert core.occupancy == 1 and table.session_slot("sess") == s       # kept for the session

@@ -59,6 +59,8 @@ def test_a_whole_decode_step_reads_nothing_back_to_the_host(monkeypatch, top_k, 
     step.settle(rt)
     st = rt.core.stats()
     assert st["updates"] == 3 and st["rows_trained"] == 9 and st["candidate_rows_reweighted"] == 9
+    # the update ran as UpdateGraphs (tests/algo/test_update_graphs.py runs it under the guard)
+    assert st["update_graph_static_steps"] == 3 and st["update_graph_eager_steps"] == 0
     assert rt.counters.get("tap_misses") == 0 and rt.counters.get("esamp_steps") == 3
 
 
