@@ -114,8 +114,8 @@ class UpdateGraphs:
         self._queue(buf.stats)
 
     def _capture(self, buf: _Buffers, width: int) -> None:
-        """Warm-up runs train the bank for real, so they run on a copy of its state that is put back after."""
-        saved = self._bank_state()
+        """Warm-up runs train the gathered slots for real, so their state is saved and put back after."""
+        saved = self._slot_state(buf.idx)
         stream = torch.cuda.current_stream(self.device)
         side = torch.cuda.Stream(device=self.device)
         side.wait_stream(stream)
@@ -128,18 +128,14 @@ class UpdateGraphs:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 buf.stats = self.step_fn.step(buf.src, buf.tgt, buf.slot_ids, buf.idx, width)
         finally:
-            self._restore(saved)     # capture records the work without running it; warm-ups did run
+            for t, rows in saved:     # capture records the work without running it; the warm-ups did run
+                t.index_copy_(0, buf.idx, rows)
         buf.graph = graph
 
-    def _bank_state(self):
+    def _slot_state(self, idx: torch.Tensor):
         b = self.bank
         tensors = [*b.params.values(), *b.exp_avg.values(), *b.exp_avg_sq.values(), b.steps, b.device_baseline]
-        return [(t, t.clone()) for t in tensors]
-
-    @staticmethod
-    def _restore(saved):
-        for t, copy in saved:
-            t.copy_(copy)
+        return [(t, t.index_select(0, idx)) for t in tensors]
 
     # -- the stats, back on the host ------------------------------------------------------------------------
     def _queue(self, stats: torch.Tensor) -> None:
