@@ -60,6 +60,20 @@ def row_bucket(rows: int, buckets: Sequence[int] = ROW_BUCKETS) -> Optional[int]
     return None
 
 
+def replay_mode(mode: Optional[str], device: torch.device, owner: str) -> str:
+    """``graph`` on CUDA, ``static`` elsewhere, unless ``mode`` says which."""
+    mode = mode or ("graph" if device.type == "cuda" else "static")
+    if mode not in ("graph", "static", "eager"):
+        raise ValueError(f"{owner} mode must be graph, static or eager, got {mode!r}")
+    return mode
+
+
+def declare_counters(counters, names: Sequence[str]) -> None:
+    for name in names:
+        if counters is not None and name not in counters.combine():
+            counters.declare(name)
+
+
 class _Bucket:
     def __init__(self, inputs: RuleInputs, rows: int):
         """Static buffers of ``rows`` rows shaped like ``inputs``' tensors, filled from them (``load``)."""
@@ -96,16 +110,12 @@ class StepGraphs:
                  counters=None, mode: Optional[str] = None, buckets: Sequence[int] = ROW_BUCKETS):
         self.rule = rule
         self.device = torch.device(device)
-        self.mode = mode or ("graph" if self.device.type == "cuda" else "static")
-        if self.mode not in ("graph", "static", "eager"):
-            raise ValueError(f"StepGraphs mode must be graph, static or eager, got {self.mode!r}")
+        self.mode = replay_mode(mode, self.device, "StepGraphs")
         self.buckets = tuple(buckets)
         self.counters = counters
         self._buckets: Dict[tuple, _Bucket] = {}
         self._failed: set = set()
-        for name in ("graph_replays", "graph_captures", "graph_eager_steps", "graph_static_steps"):
-            if counters is not None and name not in counters.combine():
-                counters.declare(name)
+        declare_counters(counters, ("graph_replays", "graph_captures", "graph_eager_steps", "graph_static_steps"))
 
     def _count(self, name: str) -> None:
         if self.counters is not None:

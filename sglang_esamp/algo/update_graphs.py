@@ -25,7 +25,7 @@ import torch
 
 from .bank import DistillerBank, TrainResult
 from .device_train_step import DeviceTrainStep, bucket, fold, padded_slots
-from .step_graphs import ROW_BUCKETS, WARMUP_RUNS, row_bucket
+from .step_graphs import ROW_BUCKETS, WARMUP_RUNS, declare_counters, replay_mode, row_bucket
 
 logger = logging.getLogger("sglang_esamp")
 COUNTERS = ("update_graph_replays", "update_graph_captures", "update_graph_eager_steps", "update_graph_static_steps")
@@ -56,17 +56,13 @@ class UpdateGraphs:
         self.bank = bank
         self.step_fn = DeviceTrainStep(bank)
         self.device = bank.device
-        self.mode = mode or ("graph" if self.device.type == "cuda" else "static")
-        if self.mode not in ("graph", "static", "eager"):
-            raise ValueError(f"UpdateGraphs mode must be graph, static or eager, got {self.mode!r}")
+        self.mode = replay_mode(mode, self.device, "UpdateGraphs")
         self.buckets = tuple(buckets)
         self.counters = counters
         self._buffers: Dict[tuple, _Buffers] = {}
         self._failed: set = set()
         self._pending: Deque[Tuple[torch.Tensor, Optional[torch.cuda.Event]]] = deque()
-        for name in COUNTERS:
-            if counters is not None and name not in counters.combine():
-                counters.declare(name)
+        declare_counters(counters, COUNTERS)
 
     def _count(self, name: str) -> None:
         if self.counters is not None:
