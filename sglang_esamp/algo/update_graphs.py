@@ -80,8 +80,9 @@ class UpdateGraphs:
                 counts[s] = counts.get(s, 0) + 1
         a_size = min(bucket(len(present)), self.bank.num_slots)
         width = bucket(max(counts.values()))
-        idx = torch.tensor(padded_slots(present, a_size, self.bank.num_slots), dtype=torch.int64).to(
-            self.device, non_blocking=True)
+        # from pinned memory on CUDA: a copy from pageable memory may wait for the stream
+        idx = torch.tensor(padded_slots(present, a_size, self.bank.num_slots), dtype=torch.int64,
+                           pin_memory=self.device.type == "cuda").to(self.device, non_blocking=True)
         slot_ids = slot_ids.to(device=self.device, dtype=torch.int64)
         rows = row_bucket(src.shape[0], self.buckets)
         key = (rows, a_size, width, src.dtype)
