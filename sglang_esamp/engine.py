@@ -60,7 +60,6 @@ def _engine_class():
     return _ENGINE_CLASS
 
 
-
 @contextlib.contextmanager
 def _sparing_resource_tracker():
     """SGLang's shutdown calls its engine module's ``kill_process_tree`` on every child of this process; for that

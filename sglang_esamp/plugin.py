@@ -8,6 +8,7 @@ In SGLang's child processes, tqdm gets a thread lock: its default lock is a name
 parent's resource tracker, and SGLang ends its children with SIGKILL, so every child's semaphore was left in
 /dev/shm (or, with the tracker alive, reported as leaked at the caller's exit).
 """
+import multiprocessing
 import os
 
 
@@ -16,12 +17,10 @@ def register():
         return
     trace_dir = os.environ.get("SGLANG_ESAMP_TRACE_DIR")
     if trace_dir:
-        import multiprocessing
-
         os.makedirs(trace_dir, exist_ok=True)
         with open(os.path.join(trace_dir, f"plugin-{os.getpid()}.txt"), "w") as f:
             f.write(f"{os.getpid()} {multiprocessing.current_process().name}\n")
-    if multiprocessing_child():
+    if multiprocessing.parent_process() is not None:     # one of SGLang's child processes
         import threading
 
         from tqdm import tqdm
@@ -30,9 +29,3 @@ def register():
     from .hooks import install
 
     install()
-
-
-def multiprocessing_child() -> bool:
-    import multiprocessing
-
-    return multiprocessing.parent_process() is not None

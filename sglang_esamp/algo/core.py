@@ -210,30 +210,40 @@ class ESampCore:
         """
         first_only = self.config.train_rows == "first_per_group"
         if self.update_graphs is not None and host_slots is not None:
-            return self._train_graphed(h_src, h_tgt, slot_ids, list(host_slots), sample, measure, first_only)
+            train_rows = self._graphed_update(h_src, h_tgt, slot_ids, list(host_slots), first_only)
+        else:
+            train_rows = self._bank_update(h_src, h_tgt, slot_ids, first_only)
 
         def update() -> UpdateDone:
             measured = measure() if measure is not None else None
             if sample is not None:
                 self.counters.record_sample(sample)
+            return UpdateDone(train_rows(), measured)
+        t0 = time.perf_counter()
+        self.runner.submit(update, keep=measure is not None)
+        self.counters.add("time_submit_s", time.perf_counter() - t0)
+
+    def _bank_update(self, h_src, h_tgt, slot_ids, first_only) -> Callable[[], Optional[TrainResult]]:
+        """The update as ``DistillerBank.train_step`` on the rows that have a slot (it reads the host)."""
+        def train_rows() -> Optional[TrainResult]:
             sid = slot_ids.to(device=h_src.device, dtype=torch.int64)
             keep = sid >= 0
             if first_only:
                 keep &= first_row_per_slot(sid)
             rows = keep.nonzero(as_tuple=True)[0]
             if rows.numel() == 0:
-                return UpdateDone(None, measured)
+                return None
             t0 = time.perf_counter()
             result = self.bank.train_step(h_src.index_select(0, rows), h_tgt.index_select(0, rows),
                                           sid.index_select(0, rows))
             self.counters.record_train(result)
             self.counters.add("time_update_s", time.perf_counter() - t0)
-            return UpdateDone(result, measured)
-        t0 = time.perf_counter()
-        self.runner.submit(update, keep=measure is not None)
-        self.counters.add("time_submit_s", time.perf_counter() - t0)
+            return result
+        return train_rows
 
-    def _train_graphed(self, h_src, h_tgt, slot_ids, host_slots: List[int], sample, measure, first_only) -> None:
+    def _graphed_update(self, h_src, h_tgt, slot_ids, host_slots: List[int],
+                        first_only) -> Callable[[], Optional[TrainResult]]:
+        """The update as ``UpdateGraphs`` (no host read); returns the newest step whose stats have landed."""
         if first_only:     # the first row of each slot trains; the others get no slot
             first = {}
             for j, s in enumerate(host_slots):
@@ -242,10 +252,7 @@ class ESampCore:
             slot_ids = torch.tensor(host_slots, dtype=torch.int64).to(h_src.device, non_blocking=True)
         graphs = self.update_graphs
 
-        def update() -> UpdateDone:
-            measured = measure() if measure is not None else None
-            if sample is not None:
-                self.counters.record_sample(sample)
+        def train_rows() -> Optional[TrainResult]:
             t0 = time.perf_counter()
             results = graphs.fold_ready()          # earlier steps whose stats have landed
             graphs.run(h_src, h_tgt, slot_ids, host_slots)
@@ -253,10 +260,8 @@ class ESampCore:
             for result in results:
                 self.counters.record_train(result)
             self.counters.add("time_update_s", time.perf_counter() - t0)
-            return UpdateDone(results[-1] if results else None, measured)
-        t0 = time.perf_counter()
-        self.runner.submit(update, keep=measure is not None)
-        self.counters.add("time_submit_s", time.perf_counter() - t0)
+            return results[-1] if results else None
+        return train_rows
 
     @property
     def last_train_result(self) -> Optional[TrainResult]:
