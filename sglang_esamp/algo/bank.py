@@ -27,8 +27,8 @@ Decisions recorded here (DESIGN §1 gives the loss, the optimizer and the lifecy
     not in ``reset_slots``); that step enters no baseline (they start afresh with the re-initialised slot). A finite
     divergence otherwise keeps steering with a distiller whose predictions are far off (losses 30-6000x normal
     were measured at a too-high lr). ``ESampConfig`` gives the measurements behind the defaults. Cost: three row
-    reductions per slot on the device; the baselines are host floats updated from the per-slot stats, which the
-    step reads back in one ``tolist()`` (loss and novelty used to take several reads per slot).
+    reductions per slot on the device; the baselines are device tensors (``divergence_guard.py``, shared with the
+    sync-free step) and the verdict comes back with the per-slot stats in one ``tolist()``.
   * Random init of the k-th slot initialisation draws from a CPU generator seeded ``seed + k``, so a bank run is
     reproducible and slots do not share draws.
 """
@@ -44,36 +44,9 @@ from esamp_kernels import ops
 from esamp_kernels.grouped_forward_torch import distiller_forward_slots_torch
 
 from .distiller import DistillerShape, check_state_matches, init_params_
-
-CLIP_EPS = 1e-6
-# the loss baseline's EMA decay (~20-step memory): short enough to follow a slot's loss down while it fits its group,
-# long enough that one novel token barely moves it
-BASELINE_DECAY = 0.95
-# the loss baseline is compared as at least this share of the slot's target energy (EMA of mean ||h_tgt||^2, the
-# loss of predicting 0). A slot that fits a repetition (a looping sample) drives its loss ~1000x below the energy;
-# the tokens that break the loop then cost 80-260x that baseline (measured, SmolLM2), though nothing diverged: they
-# cost at most ~3x the energy (a seen target is at most ~4x the energy away from a new one of the same scale), far
-# below factor (100) x 0.2 = 20x. Diverged steps measured 120-1000x the energy, so the floor costs no detection.
-ENERGY_FLOOR = 0.2
-
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    kind: str = "adam"          # adam | sgd
-    lr: float = 4e-4
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-4
-    grad_clip: float = 0.5      # 0 disables
-
-
-@dataclass(frozen=True)
-class DivergenceGuard:
-    """When a finite step resets its slot (module docstring); ``ESampConfig.divergence_*`` gives the server's values
-    and their reasons. A factor of 0 disables that check."""
-    factor: float = 100.0        # loss > factor x the slot's loss baseline
-    norm_factor: float = 10.0    # mean ||h_hat|| > norm_factor x mean ||h_tgt|| over the slot's rows
-    min_steps: int = 5           # updates since (re)initialisation before either check applies
-
+from .divergence_guard import BASELINE_DECAY, ENERGY_FLOOR, SEEN, WEIGHT, DivergenceGuard, observed  # noqa: F401
+from .slot_optimizer import CLIP_EPS, AdamCoefficients, OptimizerSpec, clip_coefficients, slot_update  # noqa: F401
+from .slot_rows import SlotRows
 
 @dataclass
 class TrainResult:
@@ -151,14 +124,8 @@ class DistillerBank:
         self.slot_seed: list = [None] * slots   # the random init's seed, when a seeded request chose it
         self._inits = 0           # number of slot initialisations so far (seeds the next random init)
         self.guard = guard
-        # per-slot baselines since (re)init: bias-corrected EMAs (sum / weight) of the loss and of the target energy
-        # (mean ||h_tgt||^2), host floats updated from the values each step reads back anyway; and the update count
-        self._base_sum = [0.0] * slots
-        self._energy_sum = [0.0] * slots
-        self._base_weight = [0.0] * slots
-        self._base_steps = [0] * slots
-        # the same baselines as device tensors for the sync-free step (device_train_step.py): per slot the loss EMA
-        # sum, the energy EMA sum, the EMA weight and the updates since (re)init
+        # the divergence guard's per-slot baselines since (re)init (divergence_guard.py: loss and energy EMA sums,
+        # EMA weight, updates), device tensors both update paths read and write
         self.device_baseline = torch.zeros(slots, 4, dtype=torch.float32, device=self.device)
         # torch's fused Adam kernel needs fp32 params (same dtype as the fp32 moments); else the explicit path
         self.fused_adam = fused_adam and dtype == torch.float32 and hasattr(torch, "_fused_adam_")
@@ -201,8 +168,6 @@ class DistillerBank:
                 for t in d.values():
                     t[slot].zero_()
             self.steps[slot] = 0
-        self._base_sum[slot] = self._energy_sum[slot] = self._base_weight[slot] = 0.0
-        self._base_steps[slot] = 0
         self.device_baseline[slot].zero_()
         self._inits += 1
 
@@ -212,14 +177,18 @@ class DistillerBank:
         self.init_slot(slot, warm=self.slot_warm[slot], init_seed=self.slot_seed[slot])
 
     def loss_baseline(self, slot: int) -> Optional[float]:
-        """The slot's loss baseline (None before its first update since (re)initialisation)."""
-        w = self._base_weight[slot]
-        return self._base_sum[slot] / w if w > 0 else None
+        """The slot's loss baseline (None before its first update since (re)initialisation; reads the device)."""
+        b = self.device_baseline[slot].tolist()
+        return b[0] / b[WEIGHT] if b[WEIGHT] > 0 else None
 
     def energy_baseline(self, slot: int) -> Optional[float]:
         """The slot's baseline of the target energy mean ||h_tgt||^2 (None like ``loss_baseline``)."""
-        w = self._base_weight[slot]
-        return self._energy_sum[slot] / w if w > 0 else None
+        b = self.device_baseline[slot].tolist()
+        return b[1] / b[WEIGHT] if b[WEIGHT] > 0 else None
+
+    def baseline_steps(self, slot: int) -> int:
+        """Updates the slot's baselines have seen since (re)initialisation."""
+        return int(self.device_baseline[slot, SEEN])
 
     @property
     def occupancy(self) -> int:
@@ -252,7 +221,7 @@ class DistillerBank:
         if slot_ids.numel() == 0:
             return res
         row_finite = torch.isfinite(src).all(dim=1) & torch.isfinite(tgt).all(dim=1)
-        # the distinct slots, their row counts and non-finite row counts, in one host read
+        # 1. the distinct slots, their row counts and non-finite row counts, in one host read
         uniq_t, inverse, counts_t = torch.unique(slot_ids, return_inverse=True, return_counts=True)
         bad = torch.zeros_like(uniq_t).index_add_(0, inverse, (~row_finite).to(torch.int64))
         head = torch.cat([uniq_t, bad, counts_t]).tolist()
@@ -262,66 +231,49 @@ class DistillerBank:
             self._check_slot(s)
             if not self.active[s]:
                 raise ValueError(f"slot {s} is not allocated")
-        guard = self.guard
-        with_guard = guard.factor > 0 or guard.norm_factor > 0
         kept = [c - d for c, d in zip(counts, dropped)]
         res.slots, res.rows, res.dropped_rows = list(uniq), kept, dropped
-        computed = [a for a in range(n) if kept[a] > 0]     # a slot whose every row was dropped learns nothing
 
-        # leaf copies of the active slots' parameters; local index a <-> slot uniq[a]
-        idx = torch.tensor(uniq, dtype=torch.int64, device=self.device)
+        # 2. forward and loss of every slot in one batched pass over leaf copies of its parameters (local a <-> uniq[a])
+        idx = uniq_t
         leaves = {name: t.index_select(0, idx).float().requires_grad_(True) for name, t in self.params.items()}
-        values: Dict[int, List[float]] = {}
-        if computed:
-            # rows laid out [n, P, H] by slot (P = the largest slot's row count), padded and dropped rows zero and
-            # masked out: every slot's forward, loss and backward run as one batched pass (no per-slot loop)
-            width = max(counts)
-            onehot = torch.nn.functional.one_hot(inverse, n)
-            rank = (onehot.cumsum(0) * onehot).sum(1) - 1            # a row's place among its slot's rows
-            pos = inverse * width + rank
-            keep = row_finite.unsqueeze(1)
-            hidden = src.shape[1]
-
-            def lay_out(t):
-                flat = torch.zeros(n * width, hidden, dtype=torch.float32, device=t.device)
-                return flat.index_copy_(0, pos, torch.where(keep, t.float(), 0.0)).view(n, width, hidden)
-
-            mask = torch.zeros(n * width, dtype=torch.float32, device=src.device)
-            mask = mask.index_copy_(0, pos, row_finite.float()).view(n, width)
-            rows_f = torch.tensor(kept, dtype=torch.float32, device=src.device).clamp(min=1)
-            y = lay_out(tgt)
-            pred = distiller_forward_slots_torch(lay_out(src), leaves, self.shape.blocks, self.shape.out_ln)
-            sq = (y - pred).pow(2).sum(dim=2) * mask
-            loss = sq.sum(dim=1) / rows_f
-            st = [loss.detach(), sq.detach().sqrt().sum(dim=1)]
-            if with_guard:                  # row means of ||h_hat||, ||h_tgt||, ||h_tgt||^2
-                tn = torch.linalg.vector_norm(y, dim=2)
-                pn = torch.linalg.vector_norm(pred.detach(), dim=2)
-                st += [(pn * mask).sum(dim=1) / rows_f, (tn * mask).sum(dim=1) / rows_f,
-                       (tn.square() * mask).sum(dim=1) / rows_f]
-            stats = torch.stack(st, dim=1).tolist()                  # the one read of the stats
-            values = {a: stats[a] for a in computed}
-
+        base = self.device_baseline.index_select(0, idx)
+        fate = ["skipped"] * n            # skipped (no finite row) | update | nonfinite | diverged
         res.losses = [float("nan")] * n
         res.novelty_sums = [float("nan")] * n
-        fate = ["skipped"] * n            # skipped (no finite row) | update | nonfinite | diverged
-        for a, v in values.items():
-            res.losses[a], res.novelty_sums[a] = v[0], v[1]
-            if not math.isfinite(v[0]):
-                fate[a] = "nonfinite"
-            elif with_guard and self._diverges(uniq[a], v):
-                fate[a] = "diverged"
-            else:
-                fate[a] = "update"
+        if any(kept):                     # a slot whose every row was dropped learns nothing
+            rows = SlotRows(inverse, row_finite, n, max(counts))
+            y = rows(tgt)
+            pred = distiller_forward_slots_torch(rows(src), leaves, self.shape.blocks, self.shape.out_ln)
+            sq = (y - pred).pow(2).sum(dim=2) * rows.mask
+            loss = sq.sum(dim=1) / rows.rows_f
+            energy = rows.mean(y.square().sum(dim=2))
+            st = [loss.detach(), sq.detach().sqrt().sum(dim=1)]
+            if self.guard.enabled:
+                pn = rows.mean(torch.linalg.vector_norm(pred.detach(), dim=2))
+                tn = rows.mean(torch.linalg.vector_norm(y, dim=2))
+                st.append(self.guard.diverges(base, loss.detach(), pn, tn).float())
+            stats = torch.stack(st, dim=1).tolist()                  # the one read of the stats
+            # 3. fates
+            for a in range(n):
+                if not kept[a]:
+                    continue
+                res.losses[a], res.novelty_sums[a] = stats[a][0], stats[a][1]
+                if not math.isfinite(stats[a][0]):
+                    fate[a] = "nonfinite"
+                elif self.guard.enabled and stats[a][2]:
+                    fate[a] = "diverged"
+                else:
+                    fate[a] = "update"
 
+        # 4. backward of the slots to update; only they carry a gradient (a skipped slot's backward can hold 0 * inf):
+        # when every slot is updated (the usual step) the grads are used as they are, no extra pass over them
         trained = [a for a in range(n) if fate[a] == "update"]
         if trained:
             picked = torch.zeros(n, dtype=torch.bool)
             picked[trained] = True
             picked = picked.to(self.device)
             torch.where(picked, loss, 0.0).sum().backward()
-        # only updated slots carry a gradient (a skipped slot's backward can hold 0 * inf); when every slot is
-        # updated (the usual step) the grads are used as they are, no extra pass over them
         grads = {k: (torch.zeros_like(p) if not trained or p.grad is None else p.grad if len(trained) == n
                      else torch.where(picked.view((-1,) + (1,) * (p.dim() - 1)), p.grad, 0.0))
                  for k, p in leaves.items()}
@@ -335,14 +287,14 @@ class DistillerBank:
                 fate[a] = "nonfinite"
         res.updated = [f == "update" for f in fate]
 
+        # 5. clip + optimizer, baselines, resets
         upd = [a for a in range(n) if fate[a] == "update"]
         if upd:
             self._apply_update(idx, uniq, leaves, grads, norms, upd)
+            updated = torch.tensor(res.updated, device=self.device)
+            self.device_baseline.index_copy_(0, idx, observed(base, updated, loss.detach(), energy))
         for a, s in enumerate(uniq):
-            if fate[a] == "update":
-                if with_guard:
-                    self._observe(s, values[a])
-            elif fate[a] == "nonfinite":
+            if fate[a] == "nonfinite":
                 self.reset_slot(s)
                 res.reset_slots.append(s)
             elif fate[a] == "diverged":
@@ -350,33 +302,13 @@ class DistillerBank:
                 res.diverged_slots.append(s)
         return res
 
-    def _diverges(self, slot: int, v: List[float]) -> bool:
-        """The divergence guard on one slot's finite step ``v`` = [loss, novelty, pred norm, tgt norm, energy]."""
-        g = self.guard
-        seen = self._base_steps[slot]
-        if seen < g.min_steps:
-            return False
-        if g.factor > 0 and seen > 0:
-            base = max(self.loss_baseline(slot), ENERGY_FLOOR * self.energy_baseline(slot))
-            if v[0] > g.factor * base:
-                return True
-        return g.norm_factor > 0 and v[2] > g.norm_factor * v[3]
-
-    def _observe(self, slot: int, v: List[float]):
-        """A step the slot was updated on enters its baselines (a rejected step never does)."""
-        d = BASELINE_DECAY
-        self._base_sum[slot] = d * self._base_sum[slot] + (1 - d) * v[0]
-        self._energy_sum[slot] = d * self._energy_sum[slot] + (1 - d) * v[4]
-        self._base_weight[slot] = d * self._base_weight[slot] + (1 - d)
-        self._base_steps[slot] += 1
-
     @torch.no_grad()
     def _apply_update(self, idx, idx_list: List[int], leaves, grads, norms, upd: List[int]):
         every = len(upd) == idx.numel()
         a_idx = torch.tensor(upd, dtype=torch.int64, device=self.device)
         slots = idx if every else idx.index_select(0, a_idx)
         slot_list = [idx_list[a] for a in upd]
-        # slots s0..s0+k-1 (the usual case after allocations in order): update the bank in place through views
+        # slots s0..s0+k-1 (the usual case after allocations in order): read and write the bank through views
         run = slot_list == list(range(slot_list[0], slot_list[0] + len(slot_list)))
 
         def state(t):
@@ -384,41 +316,26 @@ class DistillerBank:
 
         def store(t, value):
             if run:
-                if value is not None:
-                    t.narrow(0, slot_list[0], len(slot_list)).copy_(value)
+                t.narrow(0, slot_list[0], len(slot_list)).copy_(value)
             else:
                 t.index_copy_(0, slots, value)
 
-        norms = norms if every else norms.index_select(0, a_idx)
-        if self.opt.grad_clip > 0:
-            coef = (self.opt.grad_clip / (norms + CLIP_EPS)).clamp(max=1.0)
-        else:
-            coef = torch.ones(len(upd), dtype=torch.float32, device=self.device)
+        coef = clip_coefficients(self.opt, norms if every else norms.index_select(0, a_idx))
         self.steps.index_add_(0, slots, torch.ones_like(slots))
         if self.opt.kind == "adam" and self.fused_adam:
             self._fused_adam(slot_list, slots, {n: (grads[n] if every else grads[n].index_select(0, a_idx))
                                                 for n in leaves}, coef)
             return
-        if self.opt.kind == "adam":
-            b1, b2 = self.opt.betas
-            step = self.steps.index_select(0, slots).to(torch.float64)
-            neg_step_size = (-self.opt.lr / (1 - b1 ** step)).to(torch.float32)   # -lr / bias_correction1
-            bc2_sqrt = (1 - b2 ** step).sqrt().to(torch.float32)
+        adam = AdamCoefficients(self.opt, self.steps.index_select(0, slots)) if self.opt.kind == "adam" else None
         for name, leaf in leaves.items():
             p = leaf.detach() if every else leaf.detach().index_select(0, a_idx)
             g = grads[name] if every else grads[name].index_select(0, a_idx)
-            view = (-1,) + (1,) * (g.dim() - 1)
-            g = g * coef.view(view)
-            if self.opt.kind == "sgd":
-                p = p - self.opt.lr * g
-            else:
-                m = state(self.exp_avg[name]).lerp_(g, 1 - b1)
-                v = state(self.exp_avg_sq[name]).mul_(b2).addcmul_(g, g, value=1 - b2)
-                store(self.exp_avg[name], None if run else m)
-                store(self.exp_avg_sq[name], None if run else v)
-                denom = (v.sqrt() / bc2_sqrt.view(view)).add_(self.opt.eps)
-                p = p + neg_step_size.view(view) * m / denom
-            store(self.params[name], p.to(self.dtype))
+            moments = (state(self.exp_avg[name]), state(self.exp_avg_sq[name])) if adam else None
+            out = slot_update(self.opt, p, g, coef, moments, adam)
+            store(self.params[name], out[0].to(self.dtype))
+            if adam:
+                store(self.exp_avg[name], out[1])
+                store(self.exp_avg_sq[name], out[2])
 
     def _fused_adam(self, slot_list: List[int], slots, grads, coef):
         """torch's fused Adam kernel (the one behind ``Adam(fused=True)``), one pass over the bank in place;

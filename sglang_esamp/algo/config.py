@@ -214,7 +214,7 @@ class ESampConfig:
 
     # -- derived --------------------------------------------------------------------------------------------
     def divergence_guard(self):
-        from .bank import DivergenceGuard
+        from .divergence_guard import DivergenceGuard
         return DivergenceGuard(factor=float(self.divergence_factor), norm_factor=float(self.divergence_norm_factor),
                                min_steps=self.divergence_min_steps)
 

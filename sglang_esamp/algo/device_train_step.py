@@ -18,19 +18,24 @@ Adam, divergence guard and resets (bank.py's docstring gives the decisions). It 
    has completed (next step), or at stats time. A reset is therefore applied one fold late; until then the slot is
    not updated by the rejected step and keeps its previous weights.
 
-Adam is the explicit arithmetic (``torch._fused_adam_`` takes a host list of per-slot tensors); it matches the
-fused kernel to float rounding.
+The row layout (``slot_rows.py``), the guard and its baselines (``divergence_guard.py``) and the clip + Adam/SGD
+arithmetic (``slot_optimizer.py``) are the reference's own code; what is this file's is the masks. Adam is the
+explicit arithmetic (``torch._fused_adam_`` takes a host list of per-slot tensors); it matches the fused kernel to
+float rounding.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import torch
 
 from esamp_kernels.grouped_forward_torch import distiller_forward_slots_torch
 
-from .bank import BASELINE_DECAY, CLIP_EPS, ENERGY_FLOOR, DistillerBank, TrainResult
+from .bank import DistillerBank, TrainResult
+from .divergence_guard import observed
+from .slot_optimizer import AdamCoefficients, clip_coefficients, slot_update
+from .slot_rows import SlotRows
 
 # columns of the per-slot stats a step writes
 SLOT, KEPT, DROPPED, LOSS, NOVELTY, GRAD_NORM, FATE = range(7)
@@ -63,43 +68,31 @@ class DeviceTrainStep:
              width: int) -> torch.Tensor:
         """One update of the slots ``idx`` [A] (device, distinct; the batch's slots first, then padding) from rows
         with ``slot_ids`` [R] (-1: no slot); ``width``: at least the most rows any slot has. Returns stats [A, 7]."""
-        bank, opt, guard = self.bank, self.bank.opt, self.bank.guard
-        a_count, hidden, dev = idx.numel(), src.shape[1], src.device
-        # 1. rows laid out [A, P, H] by the slot's place in idx
+        bank, guard = self.bank, self.bank.guard
+        a_count, dev = idx.numel(), src.device
+        # 1. rows laid out [A, P, H] by the slot's place in idx (-1: a slot not in idx, or no slot)
         local = torch.full((bank.num_slots,), -1, dtype=torch.int64, device=dev).index_copy_(
             0, idx, torch.arange(a_count, device=dev))
-        lsid = local.index_select(0, slot_ids.clamp(min=0))
-        in_batch = (slot_ids >= 0) & (lsid >= 0)
+        lsid = torch.where(slot_ids >= 0, local.index_select(0, slot_ids.clamp(min=0)), -1)
         finite = torch.isfinite(src).all(dim=1) & torch.isfinite(tgt).all(dim=1)
-        keep = in_batch & finite
-        onehot = (lsid.unsqueeze(1) == torch.arange(a_count, device=dev)) & in_batch.unsqueeze(1)     # [R, A]
-        count = onehot.sum(dim=0)
-        kept = (onehot & keep.unsqueeze(1)).sum(dim=0)
-        rank = (onehot.long().cumsum(0) * onehot).sum(dim=1) - 1
-        dump = a_count * width                  # rows with no slot (or beyond width) land in one discarded row
-        pos = torch.where(in_batch & (rank < width), lsid.clamp(min=0) * width + rank, dump)
-
-        def lay_out(t):
-            flat = torch.zeros(dump + 1, hidden, dtype=torch.float32, device=dev)
-            return flat.index_copy_(0, pos, torch.where(keep.unsqueeze(1), t.float(), 0.0))[:dump].view(
-                a_count, width, hidden)
-
-        mask = torch.zeros(dump + 1, dtype=torch.float32, device=dev).index_copy_(0, pos, keep.float())[:dump]
-        mask = mask.view(a_count, width)
-        rows_f = kept.float().clamp(min=1)
-        y = lay_out(tgt)
+        rows = SlotRows(lsid, finite, a_count, width)
+        y = rows(tgt)
 
         # 2. forward, loss, backward of the gathered slots
         leaves = {name: t.index_select(0, idx).float().requires_grad_(True) for name, t in bank.params.items()}
         with torch.enable_grad():
-            pred = distiller_forward_slots_torch(lay_out(src), leaves, bank.shape.blocks, bank.shape.out_ln)
-            sq = (y - pred).pow(2).sum(dim=2) * mask
-            loss = sq.sum(dim=1) / rows_f
+            pred = distiller_forward_slots_torch(rows(src), leaves, bank.shape.blocks, bank.shape.out_ln)
+            sq = (y - pred).pow(2).sum(dim=2) * rows.mask
+            loss = sq.sum(dim=1) / rows.rows_f
             # 3. fates (the guard on the forward's stats, then the grad norms)
             base = bank.device_baseline.index_select(0, idx)
-            has = kept > 0
+            has = rows.kept > 0
             finite_loss = torch.isfinite(loss.detach())
-            diverged = has & finite_loss & self._diverges(base, loss.detach(), y, pred.detach(), mask, rows_f)
+            diverged = torch.zeros_like(has)
+            if guard.enabled:
+                pn = rows.mean(torch.linalg.vector_norm(pred.detach(), dim=2))
+                tn = rows.mean(torch.linalg.vector_norm(y, dim=2))
+                diverged = has & finite_loss & guard.diverges(base, loss.detach(), pn, tn)
             picked = has & finite_loss & ~diverged
             grads = torch.autograd.grad(torch.where(picked, loss, 0.0).sum(), list(leaves.values()),
                                         allow_unused=True)
@@ -113,75 +106,36 @@ class DeviceTrainStep:
         nonfinite = has & (~finite_loss | (picked & ~torch.isfinite(norms)))
         updated = picked & torch.isfinite(norms)
 
-        # 4. clip + optimizer, kept where updated
+        # 4. clip + optimizer and baselines, kept where updated
         self._apply(idx, leaves, grads, norms, updated)
-        self._observe(idx, base, updated, loss.detach(), y, mask, rows_f)
+        energy = rows.mean(y.square().sum(dim=2))
+        bank.device_baseline.index_copy_(0, idx, observed(base, updated, loss.detach(), energy))
 
         # 5. per-slot stats
         fate = torch.where(updated, UPDATED, SKIPPED)
         fate = torch.where(nonfinite, NONFINITE, torch.where(diverged, DIVERGED, fate))
         novelty = sq.detach().sqrt().sum(dim=1)
         loss_out = torch.where(has, loss.detach(), float("nan"))
-        cols = [idx.float(), kept.float(), (count - kept).float(), loss_out, novelty, norms, fate]
+        cols = [idx.float(), rows.kept.float(), (rows.count - rows.kept).float(), loss_out, novelty, norms, fate]
         return torch.stack(cols, dim=1)
 
-    def _diverges(self, base, loss, y, pred, mask, rows_f):
-        """``DistillerBank._diverges`` on device tensors: base [A, 4] = (loss EMA sum, energy EMA sum, EMA weight,
-        updates since init)."""
-        g = self.bank.guard
-        out = torch.zeros_like(loss, dtype=torch.bool)
-        if not (g.factor > 0 or g.norm_factor > 0):
-            return out
-        seen = base[:, 3]
-        weight = base[:, 2].clamp(min=1e-30)
-        if g.factor > 0:
-            baseline = torch.maximum(base[:, 0] / weight, ENERGY_FLOOR * base[:, 1] / weight)
-            out |= (seen > 0) & (loss > g.factor * baseline)
-        if g.norm_factor > 0:
-            pn = (torch.linalg.vector_norm(pred, dim=2) * mask).sum(dim=1) / rows_f
-            tn = (torch.linalg.vector_norm(y, dim=2) * mask).sum(dim=1) / rows_f
-            out |= pn > g.norm_factor * tn
-        return out & (seen >= g.min_steps)
-
-    def _observe(self, idx, base, updated, loss, y, mask, rows_f):
-        """An updated step enters its slot's baselines (``DistillerBank._observe``)."""
-        d = BASELINE_DECAY
-        energy = (y.square().sum(dim=2) * mask).sum(dim=1) / rows_f
-        new = torch.stack([d * base[:, 0] + (1 - d) * loss, d * base[:, 1] + (1 - d) * energy,
-                           d * base[:, 2] + (1 - d), base[:, 3] + 1], dim=1)
-        self.bank.device_baseline.index_copy_(0, idx, torch.where(updated.unsqueeze(1), new, base))
-
     def _apply(self, idx, leaves, grads, norms, updated):
+        """slot_optimizer's step for every gathered slot, written back only where ``updated``."""
         bank, opt = self.bank, self.bank.opt
-        a_count = idx.numel()
-        if opt.grad_clip > 0:
-            coef = (opt.grad_clip / (norms + CLIP_EPS)).clamp(max=1.0)
-        else:
-            coef = torch.ones(a_count, dtype=torch.float32, device=idx.device)
+        coef = clip_coefficients(opt, norms)
         steps = bank.steps.index_select(0, idx) + updated.to(torch.int64)
         bank.steps.index_copy_(0, idx, steps)
-        if opt.kind == "adam":
-            b1, b2 = opt.betas
-            step = steps.clamp(min=1).to(torch.float64)
-            neg_step_size = (-opt.lr / (1 - b1 ** step)).to(torch.float32)
-            bc2_sqrt = (1 - b2 ** step).sqrt().to(torch.float32)
+        adam = AdamCoefficients(opt, steps) if opt.kind == "adam" else None
         for name, leaf in leaves.items():
-            view = (-1,) + (1,) * (leaf.dim() - 1)
-            u = updated.view(view)
-            p = leaf.detach()
-            g = grads[name] * coef.view(view)
-            if opt.kind == "sgd":
-                new_p = p - opt.lr * g
-            else:
-                m_old = bank.exp_avg[name].index_select(0, idx)
-                v_old = bank.exp_avg_sq[name].index_select(0, idx)
-                m = m_old.lerp(g, 1 - b1)
-                v = v_old * b2 + (1 - b2) * g * g
-                new_p = p + neg_step_size.view(view) * m / ((v.sqrt() / bc2_sqrt.view(view)) + opt.eps)
-                bank.exp_avg[name].index_copy_(0, idx, torch.where(u, m, m_old))
-                bank.exp_avg_sq[name].index_copy_(0, idx, torch.where(u, v, v_old))
+            u = updated.view((-1,) + (1,) * (leaf.dim() - 1))
+            moments = (bank.exp_avg[name].index_select(0, idx), bank.exp_avg_sq[name].index_select(0, idx)) \
+                if adam else None
+            out = slot_update(opt, leaf.detach(), grads[name], coef, moments, adam)
             old = bank.params[name].index_select(0, idx)
-            bank.params[name].index_copy_(0, idx, torch.where(u, new_p.to(bank.dtype), old))
+            bank.params[name].index_copy_(0, idx, torch.where(u, out[0].to(bank.dtype), old))
+            if adam:
+                bank.exp_avg[name].index_copy_(0, idx, torch.where(u, out[1], moments[0]))
+                bank.exp_avg_sq[name].index_copy_(0, idx, torch.where(u, out[2], moments[1]))
 
 
 def fold(bank: DistillerBank, stats_rows: List[List[float]]) -> TrainResult:

@@ -193,7 +193,7 @@ def test_target_blow_up_resets_only_that_slot_and_is_counted():
     bit-identically to a run without the blow-up."""
     guard = DivergenceGuard()
     (bank, twin), ids, (src, tgt) = _trained_pair(guard)
-    assert bank.loss_baseline(0) is not None and bank._base_steps[0] == 15 >= guard.min_steps
+    assert bank.loss_baseline(0) is not None and bank.baseline_steps(0) == 15 >= guard.min_steps
     blown = tgt.clone()
     blown[:2] *= 1e3
     res = bank.train_step(src, blown, ids)
@@ -205,10 +205,10 @@ def test_target_blow_up_resets_only_that_slot_and_is_counted():
     fresh = _snapshot(bank, 0)
     assert int(fresh["step"]) == 0 and all(float(fresh[k].abs().sum()) == 0 for k in fresh if k[0] in "mv")
     assert all(float(fresh[f"p.blocks.{k}.down"].abs().sum()) == 0 for k in range(SHAPE.blocks))   # identity init
-    assert bank.loss_baseline(0) is None and bank._base_steps[0] == 0
+    assert bank.loss_baseline(0) is None and bank.baseline_steps(0) == 0
     # the re-initialised slot trains again on normal data, and its new baseline starts from there
     res = bank.train_step(src, tgt, ids)
-    assert res.updated == [True, True] and res.diverged_slots == [] and bank._base_steps[0] == 1
+    assert res.updated == [True, True] and res.diverged_slots == [] and bank.baseline_steps(0) == 1
 
 
 def test_prediction_norm_blow_up_resets_with_the_norm_check_alone():

@@ -54,6 +54,7 @@ def assert_banks_match(ref, dev):
             torch.testing.assert_close(dev.exp_avg[name], ref.exp_avg[name], rtol=1e-5, atol=1e-7)
             torch.testing.assert_close(dev.exp_avg_sq[name], ref.exp_avg_sq[name], rtol=1e-5, atol=1e-9)
     assert torch.equal(dev.steps, ref.steps)
+    torch.testing.assert_close(dev.device_baseline, ref.device_baseline, rtol=1e-5, atol=1e-7)   # the guard's
 
 
 def assert_results_match(got, want):
