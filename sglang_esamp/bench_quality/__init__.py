@@ -97,7 +97,7 @@ problems}}: how far each other method lies above the temperature sweep's line at
 the mean NLL; y = Vendi, distinct-2, pass@n; on the problems every involved method has; never extrapolated;
 frontier.py)}, ``command``, ``generation_commands`` (every run that generated samples into this
 OUTPUT, oldest first, kept in ``run.json`` and by ``--report-only``) and ``generation_command`` (the latest of them), and ``samples`` = every sample (task, problem, method, index, text, score, nll, esamp meta, ...).
-``OUTPUT/results.md`` the table, the paired differences and the frontier gaps; ``OUTPUT/pass_at_k.png`` pass@k curves per method with SE bars;
+``OUTPUT/results.md`` the table, the paired differences, pass@k at k = 1, 2, 4, ..., n with paired differences (correctness tasks, n > 2) and the frontier gaps; ``OUTPUT/pass_at_k.png`` pass@k curves per method with SE bars;
 ``OUTPUT/frontier.png`` per task: x = quality (pass@1, or perplexity for open prompts), y = pass@n or diversity
 (Vendi, distinct-2), the temperature sweep drawn as a line and the other methods (ESamp, sharpening control,
 top-p/min-p) as points beside it.

@@ -31,6 +31,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(estimate_pass_at_k(n, [c], k)[0])
 
 
+def report_ks(n: int) -> List[int]:
+    """The k the reports table pass@k at: 1, the powers of two below n, and n."""
+    return sorted({1, n} | {1 << i for i in range(n.bit_length()) if 1 << i <= n})
+
+
 def pass_at_ks(correct: Sequence[bool]) -> Dict[int, float]:
     n, c = len(correct), int(sum(bool(x) for x in correct))
     return {k: pass_at_k(n, c, k) for k in range(1, n + 1)}

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Dict, Optional
 
+from .metrics import report_ks
+
 SCHEMA = "sglang-esamp/bench_quality/v1"
 SAMPLE_FIELDS = ("task", "problem", "method", "index", "settings_hash", "text", "score", "completion_tokens",
                  "finish_reason", "esamp", "logprob_sum", "scored_tokens", "uncertain_positions", "gap_positions",
@@ -79,6 +81,23 @@ def _frontier_lines(t: dict) -> list:
     return lines
 
 
+def _pass_at_k_lines(methods: dict, baseline: Optional[str], n: int) -> list:
+    """pass@k at k = 1, 2, 4, ..., n per method, each with its paired difference against the baseline."""
+    ks = report_ks(n)
+    lines = ["", f"pass@k (± SE; below it, Δ against `{baseline}` ± paired SE, problems won/lost):", "",
+             "| method | " + " | ".join(f"pass@{k}" for k in ks) + " |", "|" + "---|" * (len(ks) + 1)]
+    for name, m in methods.items():
+        cells = []
+        for k in ks:
+            cell = _fmt(m["figures"].get(f"pass@{k}"))
+            d = (m.get("vs_baseline") or {}).get(f"pass@{k}")
+            if d and d.get("mean") is not None:
+                cell += f"<br>Δ {_fmt(d)} ({d['wins']}/{d['losses']})"
+            cells.append(cell)
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(doc: dict) -> str:
     lines = [f"# bench_quality: {doc.get('model')}", ""]
     st = doc.get("settings", {})
@@ -128,6 +147,8 @@ def markdown(doc: dict) -> str:
                     cells.append(f"{_fmt(x)} ({x['wins']}/{x['losses']})" if x and x.get("mean") is not None
                                  else "–")
                 lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        if correct and n and n > 2:
+            lines += _pass_at_k_lines(methods, t.get("baseline"), n)
         lines += _frontier_lines(t)
         lines.append("")
     if doc.get("skipped_methods"):

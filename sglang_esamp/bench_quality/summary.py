@@ -127,12 +127,13 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
         base = baseline if baseline in per_method else (next(iter(per_method), None))
         task_out["baseline"] = base
         if base is not None:
+            passes = {f"pass@{k}" for k in M.report_ks(n)}
             for name, cols in per_method.items():
                 if name == base:
                     continue
                 task_out["methods"][name]["vs_baseline"] = {
                     k: M.paired_diff(cols[k], per_method[base][k], idx)
-                    for k in cols if k in per_method[base] and (k in MAIN_METRICS or k == f"pass@{n}")}
+                    for k in cols if k in per_method[base] and (k in MAIN_METRICS or k in passes)}
         sweep = [m.name for m in sorted(methods, key=lambda m: m.sort_key())
                  if m.is_temperature_sweep and m.name in per_method]
         task_out["frontier"] = {"sweep": sweep, "gaps": frontier_gaps(

@@ -52,3 +52,24 @@ def test_the_nosharpen_variant_asks_for_sharpen_false_and_keys_its_own_samples()
     assert [x.name for x in resolve_methods("ours")] == ["esamp_b0.8_random_nosharpen_anchor"]
     with pytest.raises(ValueError):
         parse_method("esamp_b0.8_nosharpen_random")
+
+
+def test_report_tables_pass_at_k_at_powers_of_two_with_paired_differences():
+    from sglang_esamp.bench_quality.metrics import report_ks
+    from sglang_esamp.bench_quality.report import markdown
+
+    assert report_ks(16) == [1, 2, 4, 8, 16] and report_ks(12) == [1, 2, 4, 8, 12] and report_ks(1) == [1]
+
+    def fig(mean):
+        return {"mean": mean, "se": 0.01, "problems": 4}
+
+    figs = {f"pass@{k}": fig(0.5 + k / 100) for k in range(1, 17)}
+    diff = {"pass@16": {"mean": -0.05, "se": 0.02, "wins": 1, "losses": 3}}
+    doc = {"model": "m", "settings": {"n": 16}, "tasks": {"humaneval": {"baseline": "minp0.1", "methods": {
+        "minp0.1": {"figures": figs, "complete_problems": 4, "missing_problems": 0},
+        "esamp": {"figures": figs, "complete_problems": 4, "missing_problems": 0, "vs_baseline": diff}}}}}
+    md = markdown(doc)
+    assert "| method | pass@1 | pass@2 | pass@4 | pass@8 | pass@16 |" in md
+    row = [line for line in md.splitlines() if line.startswith("| `esamp` |")][-1]     # the pass@k table's row
+    assert row.startswith("| `esamp` | 0.510 ± 0.010 | 0.520 ± 0.010 |")
+    assert row.endswith("0.660 ± 0.010<br>Δ -0.050 ± 0.020 (1/3) |")
