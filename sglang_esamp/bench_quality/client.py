@@ -5,6 +5,10 @@ client side, by its tokenizer) and ``sampling_params`` carrying ``n`` and ``esam
 share one distiller on the server. Perplexity uses the same route: ``input_ids = prompt + completion``,
 ``max_new_tokens = 0``, ``return_logprob`` with ``logprob_start_len = len(prompt) - 1``, so the server returns the
 log-probability of every completion token under the served model (raw logits, T = 1, no filter, no ESamp).
+The scoring prefill materialises a vocabulary-wide row of logits (and its log-softmax) per scored token -- 1.2 MB per
+token for Qwen's 152k vocabulary -- so one request with a problem's n = 16 HumanEval completions needs ~7 GB in the
+scheduler, and schedulers serving those runs were OOM-killed on a 24 GB machine. Completions are scored in requests of
+at most ``SCORE_TOKENS_PER_REQUEST`` tokens (prompt included), one after another.
 
 ``started_server`` runs ``python -m sglang_esamp.launch_server`` on a free port (log in ``OUTPUT/server.log``)
 with ``--esamp-warm-start shipped`` when a warm start is shipped for the model, and kills its process group at exit.
@@ -21,6 +25,26 @@ import requests
 
 from ..serve.local_server import local_server
 from ..serve.server_probe import ServerProbe
+
+# tokens of one scoring request (prompt + completions): bounds the scheduler's logits at ~2.5 GB for a 152k vocab
+SCORE_TOKENS_PER_REQUEST = 2048
+
+
+def scoring_batches(prompt_len: int, lengths: Sequence[int], budget: int = SCORE_TOKENS_PER_REQUEST) -> List[List[int]]:
+    """The completions (indices, in order, empty ones left out) grouped into requests of at most ``budget`` tokens
+    each (prompt + completion per item); an item over the budget alone goes in a request of its own."""
+    batches: List[List[int]] = []
+    used = budget
+    for i, n in enumerate(lengths):
+        if n <= 0:
+            continue
+        cost = prompt_len + n
+        if used + cost > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(i)
+        used += cost
+    return batches
 
 
 class RequestRejected(RuntimeError):
@@ -72,10 +96,12 @@ class ServerClient:
         Returns ``[{"logprobs": [...], "top2_gap": [...]}]`` where ``top2_gap`` is log p(2nd) - log p(1st) at each
         completion position (the model's own uncertainty there; None where unavailable).
         """
-        items = [(i, c) for i, c in enumerate(completions) if len(c) > 0]
         results: List[dict] = [{"logprobs": [], "top2_gap": []} for _ in completions]
-        if not items:
-            return results
+        for batch in scoring_batches(len(prompt_ids), [len(c) for c in completions]):
+            self._score(prompt_ids, [(i, completions[i]) for i in batch], top_logprobs, results)
+        return results
+
+    def _score(self, prompt_ids, items, top_logprobs: int, results: List[dict]) -> None:
         # SGLang gives no logprob for the first position of the range: start one before the completion
         start = max(0, len(prompt_ids) - 1)
         body = {"input_ids": [list(prompt_ids) + list(c) for _, c in items],
@@ -99,7 +125,6 @@ class ServerClient:
                 vals = sorted((float(x[0]) for x in (t or []) if x and x[0] is not None), reverse=True)
                 gaps.append(vals[1] - vals[0] if len(vals) >= 2 else None)
             results[i] = {"logprobs": values, "top2_gap": gaps}
-        return results
 
 
 # ------------------------------------------------------------------ self-started server

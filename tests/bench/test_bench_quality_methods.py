@@ -73,3 +73,16 @@ def test_report_tables_pass_at_k_at_powers_of_two_with_paired_differences():
     row = [line for line in md.splitlines() if line.startswith("| `esamp` |")][-1]     # the pass@k table's row
     assert row.startswith("| `esamp` | 0.510 ± 0.010 | 0.520 ± 0.010 |")
     assert row.endswith("0.660 ± 0.010<br>Δ -0.050 ± 0.020 (1/3) |")
+
+
+def test_scoring_requests_are_bounded_in_tokens():
+    from sglang_esamp.bench_quality.client import scoring_batches
+
+    # prompt 100: items cost 100 + their length; budget 1000
+    assert scoring_batches(100, [300, 300, 0, 300, 900, 50], budget=1000) == [[0, 1], [3], [4], [5]]
+    assert scoring_batches(100, [2000], budget=1000) == [[0]]          # over the budget alone: its own request
+    assert scoring_batches(100, [0, 0], budget=1000) == []
+    lengths = [512] * 16
+    batches = scoring_batches(200, lengths)                            # n=16 x 512 tokens, the default budget
+    assert sorted(i for b in batches for i in b) == list(range(16))
+    assert all(sum(200 + lengths[i] for i in b) <= 2048 for b in batches)
