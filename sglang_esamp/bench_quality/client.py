@@ -34,12 +34,12 @@ def scoring_batches(prompt_len: int, lengths: Sequence[int], budget: int = SCORE
     """The completions (indices, in order, empty ones left out) grouped into requests of at most ``budget`` tokens
     each (prompt + completion per item); an item over the budget alone goes in a request of its own."""
     batches: List[List[int]] = []
-    used = budget
+    used = 0
     for i, n in enumerate(lengths):
         if n <= 0:
             continue
         cost = prompt_len + n
-        if used + cost > budget:
+        if not batches or used + cost > budget:
             batches.append([])
             used = 0
         batches[-1].append(i)

@@ -54,6 +54,11 @@ def _fmt(fig: Optional[dict], digits: int = 3, pct: bool = False) -> str:
     return s
 
 
+def _diff_cell(d: Optional[dict]) -> Optional[str]:
+    """A paired difference as "mean ± SE (won/lost)", None where there is none."""
+    return f"{_fmt(d)} ({d['wins']}/{d['losses']})" if d and d.get("mean") is not None else None
+
+
 def _frontier_lines(t: dict) -> list:
     fr = t.get("frontier") or {}
     gaps, sweep = fr.get("gaps") or {}, fr.get("sweep") or []
@@ -90,10 +95,8 @@ def _pass_at_k_lines(methods: dict, baseline: Optional[str], n: int) -> list:
         cells = []
         for k in ks:
             cell = _fmt(m["figures"].get(f"pass@{k}"))
-            d = (m.get("vs_baseline") or {}).get(f"pass@{k}")
-            if d and d.get("mean") is not None:
-                cell += f"<br>Δ {_fmt(d)} ({d['wins']}/{d['losses']})"
-            cells.append(cell)
+            diff = _diff_cell((m.get("vs_baseline") or {}).get(f"pass@{k}"))
+            cells.append(cell + (f"<br>Δ {diff}" if diff else ""))
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return lines
 
@@ -141,11 +144,7 @@ def markdown(doc: dict) -> str:
             lines += ["", f"Paired differences against `{t.get('baseline')}` (mean ± SE; wins/losses over problems):",
                       "", "| method | " + " | ".join(f"Δ {k}" for k in keys) + " |", "|" + "---|" * (len(keys) + 1)]
             for name, d in diffs:
-                cells = []
-                for k in keys:
-                    x = d.get(k)
-                    cells.append(f"{_fmt(x)} ({x['wins']}/{x['losses']})" if x and x.get("mean") is not None
-                                 else "–")
+                cells = [_diff_cell(d.get(k)) or "–" for k in keys]
                 lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
         if correct and n and n > 2:
             lines += _pass_at_k_lines(methods, t.get("baseline"), n)
