@@ -6,6 +6,7 @@ Layout (docs/DESIGN.md):
   serve/    server-process side: HTTP surface, tokenizer hooks, CPU defaults, local server
   engine.py, launch_server.py, hooks.py, plugin.py  the composition root (Engine, server entry point, hooks)
   lang/     SGLang frontend support (sgl.gen(..., esamp=...))
+  rl/       RL trainers on ESamp rollouts (TRL's GRPOTrainer: rl.trl)
   models/   offline real models shipped in registry wheels, and a tiny test model builder
 Importing this package is light: SGLang is imported only when ``Engine`` or the runtime is used.
 """
