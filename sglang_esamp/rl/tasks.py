@@ -1,7 +1,8 @@
-"""A tiny verifiable task for RL on a small model: two-number sums with a programmatic reward.
+"""A tiny verifiable task for RL on a small model: sums of two digits, with a programmatic reward.
 
-SmolLM2-135M-Instruct answers sums of two numbers below 50 right some of the time, so a group of rollouts often
-has both right and wrong answers (the groups that give GRPO a learning signal). The reward is 1 when the last
+SmolLM2-135M-Instruct answers them right some of the time (measured on the ESamp server at T 1.0, 16 prompts x 8:
+15 % right, 11 of 16 groups with both right and wrong answers; with numbers up to 49: 4 %, 5 of 16), so a group
+of rollouts often has mixed rewards: the groups that give GRPO a learning signal. The reward is 1 when the last
 integer of the completion is the sum, else 0.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ INSTRUCTION = "What is {a} + {b}? Reply with the number only."
 _INT = re.compile(r"-?\d+")
 
 
-def sum_prompts(count: int, seed: int = 0, low: int = 1, high: int = 49) -> List[Dict]:
+def sum_prompts(count: int, seed: int = 0, low: int = 1, high: int = 9) -> List[Dict]:
     """``count`` conversational prompts (TRL's ``{"prompt": [messages], ...}`` rows) with their ``answer``."""
     rng = random.Random(seed)
     rows = []

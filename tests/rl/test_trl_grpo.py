@@ -67,7 +67,8 @@ def test_grpo_trainer_trains_against_the_esamp_server(smollm2_path, tmp_path, mo
                         per_device_train_batch_size=N, num_generations=N, max_completion_length=8,
                         vllm_importance_sampling_mode="token_truncate", logging_steps=1, save_strategy="no",
                         report_to="none", use_cpu=True, bf16=False, seed=0, disable_tqdm=True)
-    with running_server(["--dtype", "float32", "--esamp-bank-slots", "2", "--log-level", "warning"],
+    with running_server(["--dtype", "float32", "--esamp-bank-slots", "2", "--max-total-tokens", "4096",
+                         "--log-level", "warning"],
                         tmp_path / "server.log") as (base, _proc):
         rollout = ESampRollout(base, esamp={"beta": 0.8, "init": "random", "logprobs": "sampled"}, seed=7)
         try:
