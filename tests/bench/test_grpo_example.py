@@ -32,5 +32,7 @@ def test_grpo_example_runs_both_arms_and_ends_clean(tmp_path):
             assert math.isfinite(s["logprob_sum"]) and s["logprob_sum"] <= 0 and s["tokens"] > 0
             assert (s["esamp"]["steps"] > 0) == want_steps     # only the ESamp arm trains a distiller
             assert s["esamp"]["seed_stream"] in (0, 1)
+            if want_steps:
+                assert s["esamp"]["init"] == "random"             # the default: docs/quality.md's maths setting
         assert abs(sum(s["advantage"] for s in samples)) < 1e-9     # group-normalised
         assert 1 <= results[arm]["table"][0]["distinct"] <= 2
