@@ -107,6 +107,9 @@ def attach(trainer, rollout: ESampRollout) -> None:
         raise ValueError("attach(trainer, rollout): the trainer was not built with this rollout_func")
     if getattr(trainer, "vllm_generation", None) is not None:
         raise ValueError("the trainer already generates with vLLM")
+    if not hasattr(trainer, "vllm_importance_sampling_correction"):   # read from TRL 1.16 (the rl extra's pin)
+        raise RuntimeError("this TRL's GRPOTrainer has no vllm_importance_sampling_correction: attach() is written "
+                           "against trl==1.16.0")
     trainer.vllm_generation = _WeightPush(rollout, trainer)
     trainer._last_loaded_step = trainer.state.global_step
     trainer.use_vllm = True
