@@ -33,9 +33,9 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
-from sglang_esamp.algo.filters import width_bucket
-from sglang_esamp.algo.step_graphs import RuleInputs
-from sglang_esamp.algo.update_graphs import COUNTERS as UPDATE_GRAPH_COUNTERS
+from sglang_esamp.algo.rule.filters import width_bucket
+from sglang_esamp.algo.rule.step_graphs import RuleInputs
+from sglang_esamp.algo.update.update_graphs import COUNTERS as UPDATE_GRAPH_COUNTERS
 
 # hidden, layers, heads, kv heads, head dim, intermediate, vocab (the models' config.json)
 SHAPES = {"0.5b": (896, 24, 14, 2, 64, 4864, 151936), "7b": (3584, 28, 28, 4, 128, 18944, 152064),

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from sglang_esamp.algo.tap_spec import TapSpec
+from sglang_esamp.algo.reference.tap_spec import TapSpec
 from sglang_esamp.runtime import step_state
 from sglang_esamp.runtime.tap_buffers import TapBuffers
 from sglang_esamp.runtime.taps import TapSet

@@ -48,8 +48,8 @@ def main(argv=None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sglang_esamp.algo.distiller import Distiller, DistillerShape
-    from sglang_esamp.algo.warm_start import load_warm_start, read_warm_start_metadata
+    from sglang_esamp.algo.distiller.distiller import Distiller, DistillerShape
+    from sglang_esamp.algo.distiller.warm_start import load_warm_start, read_warm_start_metadata
     from sglang_esamp.models import resolve_model
 
     from .data import load_split

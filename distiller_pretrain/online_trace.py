@@ -75,8 +75,8 @@ def main(argv=None):
 
     import torch
 
-    from sglang_esamp.algo.distiller import Distiller, DistillerShape
-    from sglang_esamp.algo.warm_start import load_warm_start, read_warm_start_metadata
+    from sglang_esamp.algo.distiller.distiller import Distiller, DistillerShape
+    from sglang_esamp.algo.distiller.warm_start import load_warm_start, read_warm_start_metadata
 
     from .data import is_val_doc
     from .shards import load_pairs, read_manifest

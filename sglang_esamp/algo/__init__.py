@@ -1,9 +1,10 @@
 """ESamp's algorithm core in plain torch (no SGLang import anywhere in this package)."""
-from .bank import DistillerBank, OptimizerSpec, TrainResult
+from .distiller.bank import DistillerBank, TrainResult
+from .update.slot_optimizer import OptimizerSpec
 from .config import ESampConfig, ESampParamError
 from .core import ESampCore
 from .counters import ESampCounters
-from .sampling import SampleOutput, esamp_sample
+from .rule.sampling import SampleOutput, esamp_sample
 
 __all__ = ["DistillerBank", "OptimizerSpec", "TrainResult", "ESampConfig", "ESampParamError",
            "ESampCore", "ESampCounters", "SampleOutput", "esamp_sample"]

@@ -24,14 +24,15 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from .bank import DistillerBank, OptimizerSpec, TrainResult
+from .distiller.bank import DistillerBank, TrainResult
+from .update.slot_optimizer import OptimizerSpec
 from .config import ESampConfig
 from .counters import ESampCounters
-from .sampling import SampleOutput, esamp_sample
-from .step_graphs import RuleInputs, StepGraphs
-from .update_graphs import UpdateGraphs
-from .update_runner import make_update_runner
-from .warm_start import load_warm_start
+from .rule.sampling import SampleOutput, esamp_sample
+from .rule.step_graphs import RuleInputs, StepGraphs
+from .update.update_graphs import UpdateGraphs
+from .update.runner import make_update_runner
+from .distiller.warm_start import load_warm_start
 
 
 class ESampCore:

@@ -16,14 +16,14 @@ from typing import Optional
 
 import torch
 
-from ..algo.bank import bank_memory
+from ..algo.distiller.bank import bank_memory
 from ..algo.config import ESampConfig
-from ..algo.digest import tensor_digest
+from .digest import tensor_digest
 from ..algo.core import ESampCore
 from ..algo.faults import FaultInjector
 from ..algo.group_table import GroupTable
-from ..algo.tap_spec import tap_spec
-from ..algo.vocab_shard import VocabShard
+from ..algo.reference.tap_spec import tap_spec
+from ..algo.rule.vocab_shard import VocabShard
 from ..wire.modes import UnsupportedModeError, check_server_mode
 from .bank_budget import cgroup_free_bytes, resolve_bank_slots
 from .members import Members
@@ -133,7 +133,7 @@ class ESampRuntime:
         self.warm_start_model = None   # the fingerprint of the weights the loaded warm start was made for
         if self.config.warm_start is None:
             return {}
-        from ..algo import warm_start
+        from ..algo.distiller import warm_start
         from ..models import model_fingerprint
         from ..warm_starts import SHIPPED, shipped_path
 

@@ -39,9 +39,9 @@ from typing import Callable, List, Optional
 
 import torch
 
-from ..algo.filters import width_bucket
-from ..algo.seeded_noise import SeededRows
-from ..algo.step_graphs import RuleInputs
+from ..algo.rule.filters import width_bucket
+from ..algo.rule.seeded_noise import SeededRows
+from ..algo.rule.step_graphs import RuleInputs
 from . import step_trace
 from .members import Member
 from .step_state import ESampStep

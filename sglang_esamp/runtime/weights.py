@@ -38,7 +38,7 @@ def weights_changed(rt, what: str, new_model_dir: Optional[str]) -> None:
     if rt.core.bank.warm_start is None:
         return
     if new_model_dir is not None and rt.warm_start_model is not None:
-        from ..algo.warm_start import WarmStartMismatch, check_metadata
+        from ..algo.distiller.warm_start import WarmStartMismatch, check_metadata
 
         try:
             check_metadata({"model": rt.warm_start_model}, rt.config.warm_start,

@@ -6,10 +6,11 @@ import time
 import pytest
 import torch
 
-from sglang_esamp.algo.bank import DistillerBank, OptimizerSpec
+from sglang_esamp.algo.distiller.bank import DistillerBank
+from sglang_esamp.algo.update.slot_optimizer import OptimizerSpec
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore, first_row_per_slot
-from sglang_esamp.algo.distiller import Distiller
+from sglang_esamp.algo.distiller.distiller import Distiller
 
 H, V = 32, 200
 
@@ -161,8 +162,8 @@ def test_describe_reports_memory():
 
 
 def test_warm_start_file_is_loaded(tmp_path):
-    from sglang_esamp.algo.tap_spec import TAP_PRESETS
-    from sglang_esamp.algo.warm_start import WarmStartMismatch, save_warm_start
+    from sglang_esamp.algo.reference.tap_spec import TAP_PRESETS
+    from sglang_esamp.algo.distiller.warm_start import WarmStartMismatch, save_warm_start
 
     core = _core()
     d = Distiller(core.shape, generator=torch.Generator().manual_seed(1))

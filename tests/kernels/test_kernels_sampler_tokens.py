@@ -5,7 +5,7 @@ import torch
 from esamp_kernels import ops
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
-from sglang_esamp.algo.sampling import gumbel_noise
+from sglang_esamp.algo.rule.sampling import gumbel_noise
 
 
 def _step(core, slots):

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from sglang_esamp.algo.config import ESampConfig
-from sglang_esamp.algo.filters import width_bucket
-from sglang_esamp.algo.sampling import esamp_sample
-from sglang_esamp.algo.seeded_noise import SeededRows
+from sglang_esamp.algo.rule.filters import width_bucket
+from sglang_esamp.algo.rule.sampling import esamp_sample
+from sglang_esamp.algo.rule.seeded_noise import SeededRows
 from sglang_esamp.runtime import step
 from tests.host_reads import HostRead, no_host_reads
 

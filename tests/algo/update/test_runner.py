@@ -7,7 +7,7 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
-from sglang_esamp.algo.update_runner import SerialUpdateRunner, ThreadUpdateRunner
+from sglang_esamp.algo.update.runner import SerialUpdateRunner, ThreadUpdateRunner
 
 H, V, R = 24, 64, 6
 
@@ -88,8 +88,8 @@ def test_serial_runner_runs_inline():
 
 
 def test_auto_mode_is_serial_on_cuda_and_async_on_cpu_only_with_a_core_to_spare(monkeypatch):
-    from sglang_esamp.algo import update_runner
-    from sglang_esamp.algo.update_runner import resolve_mode
+    from sglang_esamp.algo.update import runner as update_runner
+    from sglang_esamp.algo.update.runner import resolve_mode
 
     assert resolve_mode("auto", torch.device("cuda")) == "serial"     # measured on an H200 (eager forward)
     monkeypatch.setattr(update_runner, "_cores", lambda: 2)
@@ -110,7 +110,7 @@ def test_the_gpu_check_async_script_runs_on_cpu_and_its_modes_agree(tmp_path):
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "async_update_check.py"
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "async_update_check.py"
     spec = importlib.util.spec_from_file_location("async_update_check", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

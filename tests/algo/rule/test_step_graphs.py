@@ -1,4 +1,4 @@
-"""algo/step_graphs.py: the sync-free rule replayed per shape bucket. On CPU the ``static`` mode runs the very path a
+"""algo/rule/step_graphs.py: the sync-free rule replayed per shape bucket. On CPU the ``static`` mode runs the very path a
 CUDA replay takes (static buffers, padding rows, outputs sliced back) eagerly; it must give what the rule gives on
 the step's own rows, and count what it did."""
 import pytest
@@ -6,8 +6,8 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
-from sglang_esamp.algo.filters import width_bucket
-from sglang_esamp.algo.step_graphs import RuleInputs, StepGraphs, row_bucket
+from sglang_esamp.algo.rule.filters import width_bucket
+from sglang_esamp.algo.rule.step_graphs import RuleInputs, StepGraphs, row_bucket
 
 H, V, CAP = 16, 64, 32
 

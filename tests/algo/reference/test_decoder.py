@@ -6,8 +6,8 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
-from sglang_esamp.algo.distiller import Distiller
-from sglang_esamp.algo.reference import ReferenceDecoder, SamplingSettings
+from sglang_esamp.algo.distiller.distiller import Distiller
+from sglang_esamp.algo.reference.decoder import ReferenceDecoder, SamplingSettings
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 width are masked out and never reach the layout's values."""
 import torch
 
-from sglang_esamp.algo.slot_rows import SlotRows
+from sglang_esamp.algo.update.slot_rows import SlotRows
 
 
 def test_rows_are_laid_out_by_slot_in_order():

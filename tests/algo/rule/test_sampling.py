@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from sglang_esamp.algo.filters import filter_candidates, scale_logits
-from sglang_esamp.algo.sampling import esamp_sample, gumbel_noise
+from sglang_esamp.algo.rule.filters import filter_candidates, scale_logits
+from sglang_esamp.algo.rule.sampling import esamp_sample, gumbel_noise
 
 TOP_K_ALL = 1 << 30
 R, V, H = 8, 500, 32

@@ -24,11 +24,10 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from ..replay import ROW_BUCKETS, WARMUP_RUNS, declare_counters, replay_mode, row_bucket
 from .sampling import SampleOutput
 
 logger = logging.getLogger("sglang_esamp")
-ROW_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 512)
-WARMUP_RUNS = 2
 
 
 @dataclass
@@ -50,28 +49,6 @@ class RuleInputs:
 # padding rows: no distiller, no reweighting, a harmless unfiltered draw
 _PAD = {"slots": -1, "temperatures": 1.0, "top_ks": 1, "top_ps": 1.0, "min_ps": 0.0, "betas": 0.0,
         "distiller_coef": 0.0, "divisor": 1.0}
-
-
-def row_bucket(rows: int, buckets: Sequence[int] = ROW_BUCKETS) -> Optional[int]:
-    """The smallest bucket holding ``rows``; None above the largest (that step runs eagerly)."""
-    for b in buckets:
-        if b >= rows:
-            return b
-    return None
-
-
-def replay_mode(mode: Optional[str], device: torch.device, owner: str) -> str:
-    """``graph`` on CUDA, ``static`` elsewhere, unless ``mode`` says which."""
-    mode = mode or ("graph" if device.type == "cuda" else "static")
-    if mode not in ("graph", "static", "eager"):
-        raise ValueError(f"{owner} mode must be graph, static or eager, got {mode!r}")
-    return mode
-
-
-def declare_counters(counters, names: Sequence[str]) -> None:
-    for name in names:
-        if counters is not None and name not in counters.combine():
-            counters.declare(name)
 
 
 class _Bucket:

@@ -4,10 +4,12 @@ import copy
 
 import torch
 
-from sglang_esamp.algo.bank import DistillerBank, DivergenceGuard, OptimizerSpec
+from sglang_esamp.algo.distiller.bank import DistillerBank
+from sglang_esamp.algo.update.divergence_guard import DivergenceGuard
+from sglang_esamp.algo.update.slot_optimizer import OptimizerSpec
 from sglang_esamp.algo.counters import ESampCounters
-from sglang_esamp.algo.distiller import DistillerShape
-from sglang_esamp.algo.update_graphs import UpdateGraphs
+from sglang_esamp.algo.distiller.distiller import DistillerShape
+from sglang_esamp.algo.update.update_graphs import UpdateGraphs
 from tests.host_reads import no_host_reads
 
 H = 16

@@ -23,9 +23,9 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .bank import DistillerBank, TrainResult
+from ..distiller.bank import DistillerBank, TrainResult
 from .device_train_step import DeviceTrainStep, bucket, fold, padded_slots
-from .step_graphs import ROW_BUCKETS, WARMUP_RUNS, declare_counters, replay_mode, row_bucket
+from ..replay import ROW_BUCKETS, WARMUP_RUNS, declare_counters, replay_mode, row_bucket
 
 logger = logging.getLogger("sglang_esamp")
 COUNTERS = ("update_graph_replays", "update_graph_captures", "update_graph_eager_steps", "update_graph_static_steps")

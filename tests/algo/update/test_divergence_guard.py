@@ -2,7 +2,7 @@
 check off at 0) and the baselines (only an updated step enters them, bias-corrected)."""
 import torch
 
-from sglang_esamp.algo.divergence_guard import BASELINE_DECAY, ENERGY_FLOOR, DivergenceGuard, observed
+from sglang_esamp.algo.update.divergence_guard import BASELINE_DECAY, ENERGY_FLOOR, DivergenceGuard, observed
 
 
 def base_after(losses, energies):

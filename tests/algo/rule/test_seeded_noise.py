@@ -2,9 +2,9 @@
 and the per-token outputs of the rule (chosen rank, the novelty shift on the chosen token)."""
 import torch
 
-from sglang_esamp.algo.sampling import esamp_sample
-from sglang_esamp.algo.seeded_noise import SeededRows, hashed_uniform, seeded_gumbel
-from tests.algo.test_sampling import R, _inputs
+from sglang_esamp.algo.rule.sampling import esamp_sample
+from sglang_esamp.algo.rule.seeded_noise import SeededRows, hashed_uniform, seeded_gumbel
+from tests.algo.rule.test_sampling import R, _inputs
 
 
 def _rows(seeds, streams, positions):

@@ -1,6 +1,6 @@
 import torch
 
-from sglang_esamp.algo.digest import tensor_digest
+from sglang_esamp.runtime.digest import tensor_digest
 
 
 def test_digest_tells_values_dtypes_and_shapes_apart():

@@ -23,7 +23,7 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 
 from .distiller import DistillerShape, check_state_matches
-from .tap_spec import TapSpec, tap_spec
+from ..reference.tap_spec import TapSpec, tap_spec
 
 FORMAT = "esamp-warm-start"
 FORMAT_VERSION = 1
@@ -77,7 +77,7 @@ def read_warm_start_metadata(path) -> dict:
 def _fingerprint(model_dir_or_fingerprint) -> dict:
     if isinstance(model_dir_or_fingerprint, Mapping):
         return dict(model_dir_or_fingerprint)
-    from ..models.fingerprint import model_fingerprint
+    from ...models.fingerprint import model_fingerprint
 
     return model_fingerprint(str(model_dir_or_fingerprint))
 

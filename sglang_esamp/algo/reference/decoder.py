@@ -26,11 +26,11 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .config import ESampConfig
-from .core import ESampCore
+from ..config import ESampConfig
+from ..core import ESampCore
 from .hf_taps import capture_taps
-from .filters import NO_TOP_K
-from .sampling import gumbel_noise
+from ..rule.filters import NO_TOP_K
+from ..rule.sampling import gumbel_noise
 from .tap_spec import tap_spec
 
 

@@ -2,7 +2,7 @@
 that slot's own step count; SGD is p - lr * g."""
 import torch
 
-from sglang_esamp.algo.slot_optimizer import AdamCoefficients, OptimizerSpec, clip_coefficients, slot_update
+from sglang_esamp.algo.update.slot_optimizer import AdamCoefficients, OptimizerSpec, clip_coefficients, slot_update
 
 
 def test_adam_per_slot_matches_torch_adam_with_its_own_step_count():

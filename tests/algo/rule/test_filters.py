@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sglang_esamp.algo.filters import filter_candidates, scale_logits
+from sglang_esamp.algo.rule.filters import filter_candidates, scale_logits
 
 TOP_K_ALL = 1 << 30
 
@@ -100,7 +100,7 @@ def test_underflowed_tokens_are_not_candidates():
 @pytest.mark.parametrize("seed", range(4))
 def test_filter_width_bound_gives_the_same_candidates_as_the_full_cap(seed, monkeypatch):
     """The topk width bounded by min-p / top-k before the sort changes nothing: ids, logits, counts, truncation."""
-    from sglang_esamp.algo import filters
+    from sglang_esamp.algo.rule import filters
 
     g = torch.Generator().manual_seed(seed)
     r, v, cap = 7, 300, 64
@@ -117,7 +117,7 @@ def test_filter_width_bound_gives_the_same_candidates_as_the_full_cap(seed, monk
 
 
 def test_min_p_bounds_the_sort_to_a_few_columns():
-    from sglang_esamp.algo import filters
+    from sglang_esamp.algo.rule import filters
 
     scaled = torch.zeros(2, 1000)
     scaled[:, :3] = 10.0                      # three plausible tokens, the rest ~e^-10 below
@@ -128,7 +128,7 @@ def test_min_p_bounds_the_sort_to_a_few_columns():
 @pytest.mark.parametrize("wide_row", [False, True])
 def test_all_filtered_batch_first_try_equals_sglang(monkeypatch, wide_row):
     """Every row filtered: the FIRST_WIDTH try must give SGLang's sets; a row keeping more forces the exact path."""
-    import sglang_esamp.algo.filters as filters
+    import sglang_esamp.algo.rule.filters as filters
 
     calls = []
     exact_width = filters._topk_width
@@ -164,7 +164,7 @@ def test_wide_topk_is_exactly_topk(dtype):
     """The threshold selection of a wide topk (no filter: C + 1 columns) against torch.topk, with the rows that
     must fall back (too few columns above the sampled threshold, a mostly masked vocabulary) and a NaN row that
     must not disturb the others."""
-    from sglang_esamp.algo.filters import _wide_topk
+    from sglang_esamp.algo.rule.filters import _wide_topk
 
     g = torch.Generator().manual_seed(3)
     r, v, k = 9, 20000, 1025
@@ -187,7 +187,7 @@ def test_wide_topk_is_exactly_topk(dtype):
 @pytest.mark.parametrize("temps_one", [True, False])
 def test_chunked_candidates_equal_one_pass(monkeypatch, temps_one):
     """Row chunks (cache-sized on CPU) give exactly the one-pass result, mixed filters and widths included."""
-    from sglang_esamp.algo import filters
+    from sglang_esamp.algo.rule import filters
 
     g = torch.Generator().manual_seed(11)
     r, v = 10, 30000

@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from sglang_esamp.algo.bank import DistillerBank, DivergenceGuard, OptimizerSpec
-from sglang_esamp.algo.device_train_step import DeviceTrainStep, bucket, fold, padded_slots
-from sglang_esamp.algo.distiller import DistillerShape
+from sglang_esamp.algo.distiller.bank import DistillerBank
+from sglang_esamp.algo.update.divergence_guard import DivergenceGuard
+from sglang_esamp.algo.update.slot_optimizer import OptimizerSpec
+from sglang_esamp.algo.update.device_train_step import DeviceTrainStep, bucket, fold, padded_slots
+from sglang_esamp.algo.distiller.distiller import DistillerShape
 from tests.host_reads import no_host_reads
 
 H = 16

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from sglang_esamp.algo.bank import bank_memory
-from sglang_esamp.algo.bank_sizing import (AUTO, HARD_CAP, HARD_CAP_CPU, auto_bank_slots, explicit_bank_slots,
+from sglang_esamp.algo.distiller.bank import bank_memory
+from sglang_esamp.algo.distiller.bank_sizing import (AUTO, HARD_CAP, HARD_CAP_CPU, auto_bank_slots, explicit_bank_slots,
                                            memory_left_after_sglang)
 from sglang_esamp.algo.config import ESampConfig, ESampParamError
 

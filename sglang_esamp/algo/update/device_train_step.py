@@ -32,7 +32,7 @@ import torch
 
 from esamp_kernels.grouped_forward_torch import distiller_forward_slots_torch
 
-from .bank import DistillerBank, TrainResult
+from ..distiller.bank import DistillerBank, TrainResult
 from .divergence_guard import observed
 from .slot_optimizer import AdamCoefficients, clip_coefficients, slot_update
 from .slot_rows import SlotRows

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from sglang_esamp.algo.bank import ENERGY_FLOOR, DistillerBank, DivergenceGuard, OptimizerSpec
-from sglang_esamp.algo.distiller import Distiller, DistillerShape
+from sglang_esamp.algo.distiller.bank import DistillerBank
+from sglang_esamp.algo.update.divergence_guard import ENERGY_FLOOR, DivergenceGuard
+from sglang_esamp.algo.update.slot_optimizer import OptimizerSpec
+from sglang_esamp.algo.distiller.distiller import Distiller, DistillerShape
 
 H = 32
 SHAPE = DistillerShape(hidden=H, blocks=2, width=48)

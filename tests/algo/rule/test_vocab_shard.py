@@ -2,7 +2,7 @@
 import torch
 
 from esamp_kernels.candidate_ref import candidate_distiller_logits_ref, candidate_novelty_logits_ref
-from sglang_esamp.algo.vocab_shard import VocabShard, sharded_candidate_logits
+from sglang_esamp.algo.rule.vocab_shard import VocabShard, sharded_candidate_logits
 
 
 def test_two_shards_summed_equal_the_full_head():
