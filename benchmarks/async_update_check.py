@@ -23,6 +23,7 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
+from sglang_esamp.algo.update.job import Update
 
 
 def run(mode, a, device, profile_steps=0):
@@ -81,7 +82,7 @@ def _esamp_step(core, a, device, slots, src, tgt, logits, noise):
     out = core.sample(logits, torch.ones(a.rows, device=device), torch.full((a.rows,), 40, device=device),
                       torch.ones(a.rows, device=device), torch.zeros(a.rows, device=device),
                       torch.full((a.rows,), 0.25, device=device), h_hat, noise=noise)
-    core.train(src, tgt, slots)
+    core.train(Update(src, tgt, slots))
     return out.tokens
 
 

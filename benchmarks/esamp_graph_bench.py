@@ -36,6 +36,7 @@ from sglang_esamp.algo.core import ESampCore
 from sglang_esamp.algo.rule.filters import width_bucket
 from sglang_esamp.algo.rule.step_graphs import RuleInputs
 from sglang_esamp.algo.update.update_graphs import COUNTERS as UPDATE_GRAPH_COUNTERS
+from sglang_esamp.algo.update.job import Update
 
 # hidden, layers, heads, kv heads, head dim, intermediate, vocab (the models' config.json)
 SHAPES = {"0.5b": (896, 24, 14, 2, 64, 4864, 151936), "7b": (3584, 28, 28, 4, 128, 18944, 152064),
@@ -142,7 +143,7 @@ def run_arm(arm, a, shape, rows, device, noise_all, model, forward):
             inputs = RuleInputs(model.h_src, slots, model.logits, ones, big, ones, zeros + a.min_p, zeros + a.beta,
                                 ones, noise=noise[:, :a.cap + 1])
             _, out = core.predict_and_sample(inputs, width)
-            core.train(model.h_src.clone(), model.h_tgt.clone(), slots, sample=out, host_slots=host_slots)
+            core.train(Update(model.h_src.clone(), model.h_tgt.clone(), slots, sample=out, host_slots=host_slots))
             tokens = out.tokens
         return tokens
 

@@ -16,8 +16,10 @@ forward's thread count.
 Both servers run with ``--sleep-on-idle`` (our CPU default) so the idle one does not steal a core.
 
 Prints and saves (``--output FILE.json`` plus ``FILE.png``): tokens/s per arm and round, the on/off and off/stock
-ratios (median and spread over rounds), the ESamp time per phase (join wait, predict, candidates, reweight, draw,
-submit, update) per decode step, and the work counters of the on arm. Exits non-zero when the on arm did no ESamp
+ratios (median and spread over rounds), the ESamp time per phase (plan, taps, update wait, predict, candidates,
+reweight, draw, submit, update) per decode step, the decode step's wall time split into those phases and SGLang's
+rest (beside the off arm's step), and the work counters of the on arm. ``--compare BASELINE.json`` prints the change
+against a committed result. Exits non-zero when the on arm did no ESamp
 work (no update or no reweighted row): a fast run that did nothing is a bug.
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 
 import requests
 
-from .algo.counters import PHASES
+from .algo.counters import PHASES, SCHEDULER_PHASES
 from .serve.server_probe import ServerProbe
 
 PROMPTS = ["Write a short poem about the sea.", "Give me three ideas for a birthday party.",
@@ -69,6 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--server-arg", action="append", default=[], metavar="FLAGS",
                    help="extra flags for the servers this command starts (repeatable; split like a shell)")
     p.add_argument("--output", default=None, help="JSON path (a PNG is written beside it)")
+    p.add_argument("--compare", default=None, metavar="BASELINE.json",
+                   help="print the change of every arm's tok/s and of on/off against a committed result")
     a = p.parse_args(argv)
     quick = dict(model="smollm2-135m-instruct", prompts=4, n=4, tokens=64)
     full = dict(model="qwen2.5-coder-0.5b-instruct", prompts=8, n=8, tokens=128)
@@ -174,6 +178,8 @@ def run(a) -> dict:
         "ratio_off_stock": _spread([x["ratio_off_stock"] for x in rounds]) if "stock" in names else None,
         "ratio_async_serial": _spread([x["ratio_async_serial"] for x in rounds]) if "on_serial" in names else None,
         "phase_ms_per_step": {ph: 1e3 * work.get(f"time_{ph}_s", 0.0) / steps for ph in PHASES},
+        "step_breakdown_ms": step_breakdown(work, a.prompts * a.n,
+                                            statistics.median(x["off"]["tok_s"] for x in rounds)),
         "work": {k: work.get(k, 0) for k in ("esamp_steps", "updates", "rows_trained", "candidate_rows_reweighted",
                                             "finite_losses", "nonfinite_losses", "tap_misses",
                                             "bank_full_fallbacks")},
@@ -181,6 +187,38 @@ def run(a) -> dict:
                                     if work.get("candidate_rows_reweighted") else None),
     }
     return result
+
+
+def step_breakdown(work: dict, rows: int, off_tok_s: float) -> dict:
+    """The ESamp decode step's wall time (plan to next plan: a whole scheduler iteration) split into ESamp's phases
+    on the scheduler thread and the rest (SGLang's forward, sampling, output processing, scheduling); beside it,
+    the off arm's step (``rows`` tokens per step at its tok/s) -- the rest should match it, so a wait or a slowdown
+    no phase counts shows up as the difference."""
+    timed = work.get("steps_timed", 0)
+    if not timed:
+        return {}
+    step = 1e3 * work.get("time_step_s", 0.0) / timed
+    esamp = {ph: 1e3 * work.get(f"time_{ph}_s", 0.0) / timed for ph in SCHEDULER_PHASES}
+    out = {"step": step, "esamp_on_scheduler": sum(esamp.values()), **{f"esamp_{k}": v for k, v in esamp.items()},
+           "rest_sglang": step - sum(esamp.values()), "steps_timed": timed}
+    out["off_arm_step"] = 1e3 * rows / off_tok_s
+    return out
+
+
+def compare(result: dict, baseline_path: Path) -> dict:
+    """Change of each arm's median tok/s and of the on/off median against a committed result (printed)."""
+    base = json.loads(Path(baseline_path).read_text())
+    rows = {}
+    for arm, s in result["tok_s"].items():
+        if arm in base.get("tok_s", {}):
+            b = base["tok_s"][arm]["median"]
+            rows[arm] = {"baseline": b, "now": s["median"], "change": s["median"] / b - 1}
+    rows["on/off"] = {"baseline": base["ratio_on_off"]["median"], "now": result["ratio_on_off"]["median"],
+                      "change": result["ratio_on_off"]["median"] / base["ratio_on_off"]["median"] - 1}
+    print(f"\nagainst {baseline_path}:\n| | baseline | now | change |\n|---|---|---|---|")
+    for k, v in rows.items():
+        print(f"| {k} | {v['baseline']:.3f} | {v['now']:.3f} | {100 * v['change']:+.1f} % |")
+    return rows
 
 
 def report(result: dict, output: Path) -> None:
@@ -201,6 +239,12 @@ def report(result: dict, output: Path) -> None:
         s = r["ratio_async_serial"]
         print(f"on (async) / on_serial: median {s['median']:.3f} (min {s['min']:.3f}, max {s['max']:.3f})")
     print("ESamp ms per decode step: " + ", ".join(f"{k} {v:.2f}" for k, v in r["phase_ms_per_step"].items()))
+    b = r.get("step_breakdown_ms") or {}
+    if b:
+        print(f"ESamp decode step {b['step']:.2f} ms wall = ESamp on the scheduler thread {b['esamp_on_scheduler']:.2f}"
+              f" ({', '.join(f'{k[6:]} {v:.2f}' for k, v in b.items() if k.startswith('esamp_') and k != 'esamp_on_scheduler')})"
+              f" + SGLang {b['rest_sglang']:.2f}" +
+              (f"; the off arm's step {b['off_arm_step']:.2f} ms" if "off_arm_step" in b else ""))
     print(f"work: {r['work']}; candidates/row {r['candidates_per_row_mean']}")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(r, indent=2))
@@ -233,6 +277,8 @@ def main(argv=None) -> int:
     default = f"benchmarks/results/bench_throughput_{'quick' if a.quick else a.model}" + \
               ("_nofilter" if a.no_filter else "") + ("_serial" if a.serial else "") + \
               ("_vs_serial" if a.compare_serial else "") + ".json"
+    if a.compare:
+        result["compare"] = {"baseline": a.compare, "rows": compare(result, Path(a.compare))}
     report(result, Path(a.output or default))
     w = result["work"]
     if w["updates"] == 0 or w["candidate_rows_reweighted"] == 0:

@@ -18,9 +18,8 @@ have finished. An update returns what it measured (``UpdateDone``); the caller c
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from functools import partial
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -31,6 +30,7 @@ from .counters import ESampCounters
 from .rule.sampling import SampleOutput, esamp_sample
 from .rule.step_graphs import RuleInputs, StepGraphs
 from .update.update_graphs import UpdateGraphs
+from .update.job import Update, UpdateDone, first_row_per_slot
 from .update.runner import make_update_runner
 from .distiller.warm_start import load_warm_start
 
@@ -105,8 +105,10 @@ class ESampCore:
 
     # -- per step -------------------------------------------------------------------------------------------
     def wait_for_update(self) -> None:
-        """The one synchronisation point with a pending update (see module docstring); re-raises its error."""
-        self.runner.wait()
+        """The one synchronisation point with a pending update (see module docstring), timed as ``update_wait``
+        wherever it happens. A failed update does not raise here: its ``UpdateDone`` carries the error."""
+        with self.counters.timed("update_wait"):
+            self.runner.wait()
 
     def settle_updates(self) -> None:
         """``wait_for_update``, then the graphed updates' stats folded in (their deferred resets applied): where
@@ -122,13 +124,9 @@ class ESampCore:
 
     def predict(self, h_src: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
         """h_hat [R, H] for decode rows (no grad, weights after the previous update); zeros where slot < 0."""
-        t0 = time.perf_counter()
         self.wait_for_update()
-        t1 = time.perf_counter()
-        out = self._predict(h_src, slot_ids)
-        self.counters.add("time_update_wait_s", t1 - t0)
-        self.counters.add("time_predict_s", time.perf_counter() - t1)
-        return out
+        with self.counters.timed("predict"):
+            return self._predict(h_src, slot_ids)
 
     def _predict(self, h_src: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
         slot_ids = slot_ids.to(device=h_src.device, dtype=torch.int64)
@@ -148,17 +146,12 @@ class ESampCore:
         """The sync-free step's rule in one unit -- predict, candidates, reweight, draw -- replayed per bucket
         (``step_graphs``); (h_hat, the sample). Seeded rows take it eagerly (their row list varies). The sample
         counters are left to ``train(..., sample=out)``."""
-        t0 = time.perf_counter()
         self.wait_for_update()
-        t1 = time.perf_counter()
-        if seeded is None:
-            h_hat, out = self.graphs.run(inputs, width)
-        else:
+        with self.counters.timed("predict"):   # the whole rule (one replay on CUDA)
+            if seeded is None:
+                return self.graphs.run(inputs, width)
             self.counters.add("graph_eager_steps")
-            h_hat, out = self._rule(inputs, width, seeded)
-        self.counters.add("time_update_wait_s", t1 - t0)
-        self.counters.add("time_predict_s", time.perf_counter() - t1)   # the whole rule (one replay on CUDA)
-        return h_hat, out
+            return self._rule(inputs, width, seeded)
 
     def _rule(self, inputs: RuleInputs, width: int, seeded=None) -> Tuple[torch.Tensor, SampleOutput]:
         h_hat = self._predict(inputs.h_src, inputs.slots)
@@ -195,79 +188,68 @@ class ESampCore:
             self.counters.add(f"time_{name}_s", dt)
         return out
 
-    def train(self, h_src: torch.Tensor, h_tgt: torch.Tensor, slot_ids: torch.Tensor, *,
-              sample: Optional[SampleOutput] = None, measure: Optional[Callable[[], object]] = None,
-              host_slots: Optional[Sequence[int]] = None) -> None:
-        """Submit this step's update (one per decode step); rows with slot < 0 are ignored.
+    def train(self, update: Update) -> None:
+        """Submit one decode step's update (``update.job.Update``; rows with slot < 0 are not trained). Its tensors
+        must not change until it is done; what it trained, measured or raised comes back as an ``UpdateDone``
+        through ``take_updates`` (kept when the update has a ``tag`` or a ``measure``). Row selection and every
+        host read happen inside the update, off the caller's path. A sync-free core given ``host_slots`` trains
+        through ``UpdateGraphs`` (no host read; a CUDA graph per shape bucket): its ``TrainResult`` is counted when
+        its stats reach the host (this update on CPU, a later one or ``settle_updates`` on CUDA)."""
+        self.wait_for_update()          # at most one update in flight; timed as a wait, not as the submit
+        with self.counters.timed("submit"):
+            self.runner.submit(partial(self._run_update, update),
+                               keep=update.tag is not None or update.measure is not None)
 
-        With ``train_rows="first_per_group"`` only the first row of each slot is used. The caller hands over the
-        tensors (they must not change until the next ``wait_for_update``); row selection and every host read
-        happen inside the update, off the caller's path. ``sample`` (a ``sample(..., record=False)`` output) is
-        counted there too, and ``measure`` runs there first: its value (host reads of the step, no writes to the
-        caller's objects) comes back in ``UpdateDone.measured`` through ``take_updates``.
-        ``host_slots`` (the slot per row as the host planned it) on a sync-free core: the update runs as
-        ``UpdateGraphs`` (no host read; a CUDA graph per shape bucket); its ``TrainResult`` is counted when its
-        stats reach the host (this update on CPU, a later one or ``settle_updates`` on CUDA).
-        """
-        first_only = self.config.train_rows == "first_per_group"
-        if self.update_graphs is not None and host_slots is not None:
-            train_rows = self._graphed_update(h_src, h_tgt, slot_ids, list(host_slots), first_only)
-        else:
-            train_rows = self._bank_update(h_src, h_tgt, slot_ids, first_only)
+    def _run_update(self, u: Update) -> UpdateDone:
+        """The update's body (the runner's thread or stream): never raises -- an error comes back in the value."""
+        try:
+            measured = u.measure() if u.measure is not None else None
+            if u.sample is not None:
+                self.counters.record_sample(u.sample)
+            with self.counters.timed("update"):
+                graphed = self.update_graphs is not None and u.host_slots is not None
+                train = self._train_graphed(u) if graphed else self._train_eager(u)
+            return UpdateDone(u.tag, train, measured)
+        except Exception as e:
+            return UpdateDone(u.tag, error=e)
 
-        def update() -> UpdateDone:
-            measured = measure() if measure is not None else None
-            if sample is not None:
-                self.counters.record_sample(sample)
-            return UpdateDone(train_rows(), measured)
-        t0 = time.perf_counter()
-        self.runner.submit(update, keep=measure is not None)
-        self.counters.add("time_submit_s", time.perf_counter() - t0)
+    def _host_slots(self, u: Update) -> List[int]:
+        host = list(u.host_slots) if u.host_slots is not None else u.slots.tolist()
+        return first_row_per_slot(host) if self.config.train_rows == "first_per_group" else host
 
-    def _bank_update(self, h_src, h_tgt, slot_ids, first_only) -> Callable[[], Optional[TrainResult]]:
-        """The update as ``DistillerBank.train_step`` on the rows that have a slot (it reads the host)."""
-        def train_rows() -> Optional[TrainResult]:
-            sid = slot_ids.to(device=h_src.device, dtype=torch.int64)
-            keep = sid >= 0
-            if first_only:
-                keep &= first_row_per_slot(sid)
-            rows = keep.nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
-                return None
-            t0 = time.perf_counter()
-            result = self.bank.train_step(h_src.index_select(0, rows), h_tgt.index_select(0, rows),
-                                          sid.index_select(0, rows))
-            self.counters.record_train(result)
-            self.counters.add("time_update_s", time.perf_counter() - t0)
-            return result
-        return train_rows
+    def _train_eager(self, u: Update) -> Optional[TrainResult]:
+        """``DistillerBank.train_step`` on the rows that have a slot (it reads the host)."""
+        host = self._host_slots(u)
+        rows = [j for j, s in enumerate(host) if s >= 0]
+        if not rows:
+            return None
+        dev = u.h_src.device
+        idx = torch.tensor(rows, dtype=torch.int64, device=dev)
+        result = self.bank.train_step(u.h_src.index_select(0, idx), u.h_tgt.index_select(0, idx),
+                                      torch.tensor([host[j] for j in rows], dtype=torch.int64, device=dev))
+        self.counters.record_train(result)
+        return result
 
-    def _graphed_update(self, h_src, h_tgt, slot_ids, host_slots: List[int],
-                        first_only) -> Callable[[], Optional[TrainResult]]:
-        """The update as ``UpdateGraphs`` (no host read); returns the newest step whose stats have landed."""
-        if first_only:     # the first row of each slot trains; the others get no slot
-            first = {}
-            for j, s in enumerate(host_slots):
-                first.setdefault(s, j)
-            host_slots = [s if s >= 0 and first[s] == j else -1 for j, s in enumerate(host_slots)]
-            slot_ids = torch.tensor(host_slots, dtype=torch.int64).to(h_src.device, non_blocking=True)
+    def _train_graphed(self, u: Update) -> Optional[TrainResult]:
+        """``UpdateGraphs`` (no host read); the newest step whose stats have landed."""
+        host, slots = self._host_slots(u), u.slots
+        if host != list(u.host_slots):   # first_per_group dropped rows: mask them on the device too
+            keep = torch.tensor([s >= 0 for s in host]).to(slots.device, non_blocking=True)
+            slots = torch.where(keep, slots, -1)
         graphs = self.update_graphs
-
-        def train_rows() -> Optional[TrainResult]:
-            t0 = time.perf_counter()
-            results = graphs.fold_ready()          # earlier steps whose stats have landed
-            graphs.run(h_src, h_tgt, slot_ids, host_slots)
-            results += graphs.fold_ready()         # on CPU: this step's too
-            for result in results:
-                self.counters.record_train(result)
-            self.counters.add("time_update_s", time.perf_counter() - t0)
-            return results[-1] if results else None
-        return train_rows
+        results = graphs.fold_ready()          # earlier steps whose stats have landed
+        graphs.run(u.h_src, u.h_tgt, slots, host)
+        results += graphs.fold_ready()         # on CPU: this step's too
+        for result in results:
+            self.counters.record_train(result)
+        return results[-1] if results else None
 
     @property
     def last_train_result(self) -> Optional[TrainResult]:
         self.wait_for_update()
         done = self.runner.last_result
+        if done is not None and done.error is not None:
+            raise done.error
         return None if done is None else done.train
 
     # -- served weights -------------------------------------------------------------------------------------
@@ -295,22 +277,3 @@ class ESampCore:
 
     def describe(self) -> str:
         return self.config.describe(self.shape.hidden, self.bank.describe_memory())
-
-
-@dataclass
-class UpdateDone:
-    """What one submitted update measured: the training result (None: no row to train) and the caller's
-    ``measure()`` value."""
-    train: Optional[TrainResult]
-    measured: object = None
-
-
-def first_row_per_slot(slot_ids: torch.Tensor) -> torch.Tensor:
-    """Mask of the first row of each distinct slot id."""
-    r = slot_ids.numel()
-    if r == 0:
-        return torch.zeros(0, dtype=torch.bool, device=slot_ids.device)
-    order = torch.arange(r, device=slot_ids.device)
-    first = torch.full((int(slot_ids.max().item()) + 2,), r, dtype=torch.int64, device=slot_ids.device)
-    first.scatter_reduce_(0, slot_ids + 1, order, reduce="amin")
-    return first.index_select(0, slot_ids + 1) == order

@@ -27,6 +27,7 @@ from ..algo.rule.vocab_shard import VocabShard
 from ..wire.modes import UnsupportedModeError, check_server_mode
 from .bank_budget import cgroup_free_bytes, resolve_bank_slots
 from .members import Members
+from .step import StepClock
 from .metrics import PrometheusSink
 from .tap_buffers import DEFAULT_ROWS, TapBuffers
 from .taps import TapSet, UnsupportedModelError
@@ -37,6 +38,18 @@ _RUNTIME: Optional["ESampRuntime"] = None
 
 def current_runtime() -> Optional["ESampRuntime"]:
     return _RUNTIME
+
+
+# what the runtime counts beside the core's counters (the step fixture of the tests declares the same list)
+RUNTIME_COUNTERS = ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors",
+                    "prefill_rows_sampled", "weight_updates", "warm_starts_dropped", "stock_draws_skipped",
+                    "steps_timed")
+
+
+def declare_runtime_counters(counters) -> None:
+    for name in RUNTIME_COUNTERS:
+        counters.declare(name)
+    counters.declare("time_step_s", initial=0.0)
 
 
 def lm_head_of(model):
@@ -109,14 +122,12 @@ class ESampRuntime:
         self.core = ESampCore(config, hidden, weight, bias, device=device, vocab_shard=shard,
                               **self._warm_start_kwargs(model_runner))
         self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
-        for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors",
-                     "prefill_rows_sampled", "weight_updates", "warm_starts_dropped", "stock_draws_skipped"):
-            self.counters.declare(name)
+        declare_runtime_counters(self.counters)
+        self.clock = StepClock()
         self.dp_rank = _dp_rank(getattr(model_runner, "server_args", None))
         self.table = GroupTable(self.core, self.counters, linger_s=config.group_linger_s,
                                 session_ttl_s=config.session_ttl_s, session_max=config.session_max)
         self.members = Members(self.core, self.table, config, dp_rank=self.dp_rank)
-        self.in_flight = None   # the step whose update was submitted last and not yet settled (step.settle)
         self.faults = FaultInjector(config.debug_faults, seed=config.seed, counters=self.counters)
         if self.faults.probs.get("skip_taps"):
             self.taps.drop_write = lambda role: role == "source" and self.faults.fires("skip_taps")

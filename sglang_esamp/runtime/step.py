@@ -1,7 +1,7 @@
 """One step with ESamp, top to bottom (DESIGN §1 and §2). Each numbered step is a function here that takes the
 runtime and the step's state; the hook shims (``shims.py``) receive SGLang's objects and call them.
 
-  1. plan     ``plan`` (after ``ForwardBatch.init_new``): settles finished updates, then maps each decode row to
+  1. plan     ``plan`` (after ``ForwardBatch.init_new``): applies finished updates (without waiting), then maps each decode row to
               its request (``forward_batch.rids[i] == batch.reqs[i].rid`` is checked), lets the request join its
               group (``GroupTable``: the slot is acquired at the group's first decode step) and returns a fresh
               ``ESampStep``. Rebuilt every step from the requests themselves, so it cannot drift from SGLang's row
@@ -25,7 +25,7 @@ one of its requests needs ESamp's own sampler for its first token (a ``sampling_
 ``return_tokens``): those rows are drawn by the ESamp rule with beta 0 and no taps, so a seeded request is
 reproducible from its first token.
 Faults: an exception anywhere in ESamp's part of a step (predict, the rule, the update -- an async update's error
-surfaces when the next ``settle`` waits for it) never reaches the scheduler: the rows keep SGLang's own tokens (or,
+comes back with its step, as a value, at the next ``settle``) never reaches the scheduler: the rows keep SGLang's own tokens (or,
 for a failed update, the ESamp tokens they already had), the step's distiller slots are re-initialised,
 ``step_errors`` grows and the first traceback is logged. Rows that sampled stock this way (or after a tap miss) are
 counted per request (``meta_info.esamp.skipped_rows``); the per-request counts of a step whose update failed are
@@ -34,7 +34,9 @@ lost with it. ``--esamp-debug-faults`` (``algo.faults``) injects faults at these
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, List, Optional
 
 import torch
@@ -42,6 +44,7 @@ import torch
 from ..algo.rule.filters import width_bucket
 from ..algo.rule.seeded_noise import SeededRows
 from ..algo.rule.step_graphs import RuleInputs
+from ..algo.update.job import Update
 from . import step_trace
 from .members import Member
 from .step_state import ESampStep
@@ -52,7 +55,14 @@ logger = logging.getLogger("sglang_esamp")
 # -- 1. plan ---------------------------------------------------------------------------------------------------
 def plan(rt, forward_batch, batch) -> Optional[ESampStep]:
     """The step's ESamp rows, or None (no ESamp row, or a batch kind ESamp does not touch)."""
-    settle(rt)
+    with rt.counters.timed("plan"):
+        step = _plan(rt, forward_batch, batch)
+    rt.clock.tick(rt.counters, timed=step is not None and not step.sample_only)
+    return step
+
+
+def _plan(rt, forward_batch, batch) -> Optional[ESampStep]:
+    settle(rt, wait=False)   # the update in flight runs on beside this step's forward
     rt.table.expire()
     mode = forward_batch.forward_mode
     if mode.is_decode():
@@ -64,6 +74,21 @@ def plan(rt, forward_batch, batch) -> Optional[ESampStep]:
     if mode.is_extend():
         return _plan_rows(rt, forward_batch, batch, decode=False)
     return None
+
+
+@dataclass
+class StepClock:
+    """Wall time from one ESamp decode step's plan to the next one's: a whole scheduler iteration (SGLang's
+    forward, sampling, output processing and scheduling, with ESamp's phases inside it), so the per-phase
+    breakdown is read against the step it belongs to and a wait nobody timed shows up as unexplained time."""
+    last: Optional[float] = None
+
+    def tick(self, counters, timed: bool) -> None:
+        now = time.perf_counter()
+        if timed and self.last is not None:
+            counters.add("time_step_s", now - self.last)
+            counters.add("steps_timed")
+        self.last = now if timed else None
 
 
 def _plan_rows(rt, forward_batch, batch, decode: bool) -> Optional[ESampStep]:
@@ -146,13 +171,17 @@ def run(rt, step: ESampStep, forward_batch, sglang_sample: Callable[[bool], torc
 def _prepare(rt, step: ESampStep, forward_batch) -> bool:
     """2. taps and 3. predict; False = this step samples stock (a tap miss, a released group, a contained fault)."""
     try:
-        if not read_taps(rt, step, forward_batch):
+        with rt.counters.timed("taps"):
+            read = read_taps(rt, step, forward_batch)
+            if read:
+                _drop_released_groups(rt, step)
+        if not read:
             rt.counters.add("tap_misses")
             _count_skipped(step.members)
             return False
-        _drop_released_groups(rt, step)
         if not step.members:
             return False
+        settle(rt)   # the previous update is done (a failed one contained, its slots reset) before its weights are read
         predict(rt, step)
         step.prepared = True
         return True
@@ -252,20 +281,21 @@ def _finish(rt, step: ESampStep, forward_batch) -> None:
 
 
 def update(rt, step: ESampStep) -> None:
-    """5. Submit the distiller update on the step's rows; it measures the step for its requests (host reads, on
-    the update's thread) and the scheduler thread applies that at the next ``settle``."""
-    faults = rt.faults
-
-    def measure_step():
-        if faults.enabled:
-            faults.maybe_raise("update")
-        return measure(step, step.h_hat)
+    """5. Submit the distiller update on the step's rows as one value (``Update``): it measures the step for its
+    requests (host reads, on the update's thread) and comes back, with the step as its tag, through the next
+    ``settle`` on the scheduler thread."""
     # SGLang samples under inference mode; the update needs autograd on ordinary (non-inference) tensors
     with torch.inference_mode(False), torch.enable_grad():
-        rt.core.train(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone(), sample=step.out,
-                      measure=measure_step, host_slots=step.planned_slots)
-    rt.in_flight = step
+        rt.core.train(Update(step.h_src.clone(), step.h_tgt.clone(), step.slots.clone(),
+                             host_slots=step.planned_slots, sample=step.out,
+                             measure=partial(_measure_update, rt.faults, step), tag=step))
     rt.counters.add("esamp_steps")
+
+
+def _measure_update(faults, step: ESampStep) -> Optional["StepMeasured"]:
+    if faults.enabled:
+        faults.maybe_raise("update")
+    return measure(step, step.h_hat)
 
 
 # -- what a step measured for its requests, applied on the scheduler thread ---------------------------------------
@@ -313,16 +343,17 @@ def apply(rt, measured: Optional[StepMeasured]) -> None:
             m.signals[sig[0]] = sig[1:]
 
 
-def settle(rt) -> None:
-    """Wait for the update in flight and apply what finished updates measured (scheduler thread). An update's
-    error is contained here, against the step it belonged to."""
-    try:
+def settle(rt, wait: bool = True) -> None:
+    """Apply what finished updates measured, and contain a failed one against its own step (scheduler thread).
+    ``wait``: first wait for the update in flight -- only where its result or the distiller's weights are needed
+    next (the rule, a leave, a report); ``plan`` does not wait, so the model's forward overlaps the update."""
+    if wait:
         rt.core.wait_for_update()
-    except Exception as e:
-        contain(rt, rt.in_flight, e, count_skipped=False)
-    rt.in_flight = None
     for done in rt.core.take_updates():
-        apply(rt, done.measured)
+        if done.error is not None:
+            contain(rt, done.tag, done.error, count_skipped=False)
+        else:
+            apply(rt, done.measured)
 
 
 # -- 6. leave ------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from esamp_kernels import ops
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
 from sglang_esamp.algo.rule.sampling import gumbel_noise
+from sglang_esamp.algo.update.job import Update
 
 
 def _step(core, slots):
@@ -31,7 +32,7 @@ def test_cpu_dispatch_is_torch_and_forced_triton_samples_the_same_tokens():
     slots = torch.tensor([a, a, b, b, a, b])
     with torch.enable_grad():  # move the distillers off their identity init so the novelty term matters
         for _ in range(3):
-            core.train(torch.randn(6, 64, generator=gen), 5 * torch.randn(6, 64, generator=gen), slots)
+            core.train(Update(torch.randn(6, 64, generator=gen), 5 * torch.randn(6, 64, generator=gen), slots))
 
     torch_out = _step(core, slots)
     assert ops.kernel_counters()["candidate_novelty"] == {"triton": 0, "torch": 1}   # auto on CPU = torch

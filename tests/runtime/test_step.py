@@ -97,10 +97,34 @@ def test_an_update_fault_surfaces_at_the_next_settle_against_its_own_step():
     rt = make_runtime(faults="update:1", mode="async")
     reqs = [req("a", {"beta": 0.5}, "p", 1)]
     one_step(rt, Batch(reqs))
-    assert rt.counters.get("esamp_steps") == 1 and rt.in_flight is not None
+    assert rt.counters.get("esamp_steps") == 1 and rt.counters.get("step_errors") == 0
     step.settle(rt)
     assert rt.counters.get("step_errors") == 1 and rt.core.stats()["error_resets"] == 1
-    assert rt.in_flight is None and rt.members.member_of(reqs[0]).skipped_rows == 0   # it sampled with ESamp
+    assert rt.members.member_of(reqs[0]).skipped_rows == 0   # it sampled with ESamp
+    step.settle(rt)
+    assert rt.counters.get("step_errors") == 1               # contained once: the failure came back as one value
+
+
+def test_plan_does_not_wait_for_the_update_in_flight_but_the_rule_does():
+    """The forward overlaps the previous step's update: ``plan`` (before the forward) applies only finished
+    updates; the wait happens before the distiller's weights are read, and is timed as ``update_wait``."""
+    import threading
+
+    rt = make_runtime(mode="async")
+    reqs = [req("a", {"beta": 0.5}, "p", 1)]
+    one_step(rt, Batch(reqs))
+    gate = threading.Event()
+    rt.core.runner.wait()
+    rt.core.runner.submit(lambda: gate.wait(timeout=30))      # an update still running
+    seen, expire = [], rt.table.expire
+    rt.table.expire = lambda: (seen.append(rt.core.runner.pending), expire())   # plan's state after its settle
+    waited_before = rt.counters.get("time_update_wait_s")
+    threading.Timer(0.3, gate.set).start()
+    planned, ids = one_step(rt, Batch(reqs))
+    assert seen == [True]                                     # planned while the update still ran
+    assert planned is not None and ids is not None and not rt.core.runner.pending
+    assert rt.counters.get("time_update_wait_s") - waited_before >= 0.1   # the rule waited, and it is counted
+    assert rt.counters.get("steps_timed") >= 1 and rt.counters.get("time_step_s") > 0
 
 
 def test_a_group_released_between_plan_and_sample_keeps_no_row():

@@ -44,7 +44,7 @@ from esamp_kernels import ops
 from esamp_kernels.grouped_forward_torch import distiller_forward_slots_torch
 
 from .distiller import DistillerShape, check_state_matches, init_params_
-from ..update.divergence_guard import BASELINE_DECAY, ENERGY_FLOOR, SEEN, WEIGHT, DivergenceGuard, observed
+from ..update.divergence_guard import SEEN, WEIGHT, DivergenceGuard, observed
 from ..update.slot_optimizer import AdamCoefficients, OptimizerSpec, clip_coefficients, slot_update
 from ..update.slot_rows import SlotRows
 

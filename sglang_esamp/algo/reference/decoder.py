@@ -32,6 +32,7 @@ from .hf_taps import capture_taps
 from ..rule.filters import NO_TOP_K
 from ..rule.sampling import gumbel_noise
 from .tap_spec import tap_spec
+from ..update.job import Update
 
 
 @dataclass
@@ -156,7 +157,7 @@ class ReferenceDecoder:
                 chosen = torch.where(live, chosen, torch.full_like(chosen, eos_token_id))
             losses = {}
             if use_esamp and bool(live.any()):
-                core.train(h_src, h_tgt, torch.where(live, slot_ids, no_slot))
+                core.train(Update(h_src, h_tgt, torch.where(live, slot_ids, no_slot)))
                 res = core.last_train_result
                 losses = dict(zip(res.slots, res.losses))
             for g in range(g_count):

@@ -8,6 +8,7 @@ from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
 from sglang_esamp.algo.rule.filters import width_bucket
 from sglang_esamp.algo.rule.step_graphs import RuleInputs, StepGraphs, row_bucket
+from sglang_esamp.algo.update.job import Update
 
 H, V, CAP = 16, 64, 32
 
@@ -79,7 +80,7 @@ def test_the_prediction_waits_for_the_update_in_flight():
     x = inputs(4)
     width = width_bucket([1 << 30], CAP, V)
     c.predict_and_sample(x, width)
-    c.train(x.h_src, torch.randn(4, H), x.slots.clamp(min=0))
+    c.train(Update(x.h_src, torch.randn(4, H), x.slots.clamp(min=0)))
     h_hat, _ = c.predict_and_sample(x, width)                           # waits for that update first
     assert c.counters.get("updates") == 1
     torch.testing.assert_close(h_hat, c._predict(x.h_src, x.slots))

@@ -8,6 +8,7 @@ import torch
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
 from sglang_esamp.algo.update.runner import SerialUpdateRunner, ThreadUpdateRunner
+from sglang_esamp.algo.update.job import Update
 
 H, V, R = 24, 64, 6
 
@@ -29,7 +30,7 @@ def _run(mode, steps=8):
         out = core.sample(logits, torch.ones(R), torch.full((R,), V), torch.ones(R), torch.zeros(R),
                           torch.full((R,), 1.0), h_hat, noise=noise)
         tokens.append(out.tokens.tolist())
-        core.train(src, tgt, slots)
+        core.train(Update(src, tgt, slots))
     assert core.stats()["updates"] == steps
     return tokens, weights, core
 
