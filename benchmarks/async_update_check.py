@@ -23,6 +23,7 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
+from sglang_esamp.algo.rule.inputs import RuleInputs
 from sglang_esamp.algo.update.job import Update
 
 
@@ -78,10 +79,10 @@ def run(mode, a, device, profile_steps=0):
 
 def _esamp_step(core, a, device, slots, src, tgt, logits, noise):
     """predict -> the ESamp rule (top-k 40, beta 0.25) -> update; the step's tokens."""
-    h_hat = core.predict(src, slots)
-    out = core.sample(logits, torch.ones(a.rows, device=device), torch.full((a.rows,), 40, device=device),
-                      torch.ones(a.rows, device=device), torch.zeros(a.rows, device=device),
-                      torch.full((a.rows,), 0.25, device=device), h_hat, noise=noise)
+    _, out = core.sample(RuleInputs(logits, torch.ones(a.rows, device=device),
+                                    torch.full((a.rows,), 40, device=device), torch.ones(a.rows, device=device),
+                                    torch.zeros(a.rows, device=device), torch.full((a.rows,), 0.25, device=device),
+                                    h_src=src, slots=slots, noise=noise), record=True)
     core.train(Update(src, tgt, slots))
     return out.tokens
 

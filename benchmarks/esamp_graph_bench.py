@@ -34,7 +34,7 @@ import torch
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
 from sglang_esamp.algo.rule.filters import width_bucket
-from sglang_esamp.algo.rule.step_graphs import RuleInputs
+from sglang_esamp.algo.rule.inputs import RuleInputs
 from sglang_esamp.algo.update.update_graphs import COUNTERS as UPDATE_GRAPH_COUNTERS
 from sglang_esamp.algo.update.job import Update
 
@@ -140,9 +140,9 @@ def run_arm(arm, a, shape, rows, device, noise_all, model, forward):
         if core is None:
             tokens = stock_draw(model.logits, a.min_p, noise)
         else:
-            inputs = RuleInputs(model.h_src, slots, model.logits, ones, big, ones, zeros + a.min_p, zeros + a.beta,
-                                ones, noise=noise[:, :a.cap + 1])
-            _, out = core.predict_and_sample(inputs, width)
+            inputs = RuleInputs(model.logits, ones, big, ones, zeros + a.min_p, zeros + a.beta, ones,
+                                h_src=model.h_src, slots=slots, noise=noise[:, :a.cap + 1], width=width)
+            _, out = core.sample(inputs)
             core.train(Update(model.h_src.clone(), model.h_tgt.clone(), slots, sample=out, host_slots=host_slots))
             tokens = out.tokens
         return tokens

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sglang_esamp.algo.reference.tap_spec import TapSpec
+from sglang_esamp.algo.rule.inputs import RowTerms
 from sglang_esamp.runtime import step_state
 from sglang_esamp.runtime.tap_buffers import TapBuffers
 from sglang_esamp.runtime.taps import TapSet
@@ -102,8 +103,8 @@ def expected(toy, ids, pos):
 
 def esamp_step(rows, device):
     r = torch.tensor(rows, device=device)
-    return step_state.ESampStep(runtime=None, rows=r, slots=r * 0, planned_slots=[0] * len(rows), betas=r.float(),
-                                distiller_coef=r.float(), members=[None] * len(rows))
+    terms = RowTerms(slots=r * 0, betas=r.float(), distiller_coef=r.float())
+    return step_state.ESampStep(rows=r, members=[None] * len(rows), planned_slots=[0] * len(rows), terms=terms)
 
 
 def close(a, b):
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
         ids = torch.randint(0, V, (bs,), device=device)
         pos = torch.randint(0, 4000, (bs,), device=device)
         fb = batch(ids, pos)
-        step_state.attach(fb.sampling_info, esamp_step(rows, device))
+        step_state.attach(fb.sampling_info, None, esamp_step(rows, device))
         toy(ids, pos, fb)
         got = buffers.read(ridx, pos[ridx], bs)
         src, tgt = expected(toy, ids, pos)

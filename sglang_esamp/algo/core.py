@@ -1,20 +1,20 @@
 """``ESampCore``: the distiller bank with its sampling rule and update runner; per decode step the runtime calls
-``predict`` -> ``sample`` -> ``train``. Which group holds which slot is not known here (``group_table.GroupTable``
+``sample(RuleInputs)`` (predict, then the rule) -> ``train(Update)``. Which group holds which slot is not known here (``group_table.GroupTable``
 owns that): the core hands out slot indices (``acquire_slot`` / ``release_slot``) and reports per slot.
 
 Contract with the caller (the runtime):
   * Only decode rows are passed in. Prefill rows are never trained on or reweighted, so the first generated
     token of a request is sampled without ESamp (its logits come from the prefill forward).
   * Rows are addressed by slot id; rows whose group has no slot (ESamp off, bank full) carry slot -1 and beta 0:
-    ``predict`` returns zeros for them, ``sample`` leaves them unmodified, ``train`` ignores them.
+    the prediction is zeros for them, ``sample`` leaves them unmodified, ``train`` ignores them.
   * ``train`` is called once per decode step with that step's rows, after ``sample``.
 
 Staleness (DESIGN §1): the prediction at step t uses the weights after the update of step t-1. The update is
-handed to an update runner (``algo.update_runner``: serial, or a worker thread / CUDA side stream with
+handed to an update runner (``update.runner``: serial, or a worker thread / CUDA side stream with
 ``config.update_mode = "async"``); every reader or writer of the bank (``predict``, ``acquire_slot``,
 ``release_slot``, ``slot_stats``) first calls ``wait_for_update()``, the single point where a pending update must
-have finished. An update returns what it measured (``UpdateDone``); the caller collects it with
-``take_updates()`` on its own thread, so nothing the caller owns is written by the update's thread.
+have finished. An update returns what it measured, or the error it raised (``update.job.UpdateDone``); the caller
+collects it with ``take_updates()`` on its own thread, so nothing the caller owns is written by the update's thread.
 """
 from __future__ import annotations
 
@@ -23,16 +23,18 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .distiller.bank import DistillerBank, TrainResult
-from .update.slot_optimizer import OptimizerSpec
 from .config import ESampConfig
 from .counters import ESampCounters
+from .distiller.bank import DistillerBank, TrainResult
+from .distiller.warm_start import load_warm_start
+from .rule.filters import width_bucket
+from .rule.inputs import LMHead, RuleInputs, RuleOptions
 from .rule.sampling import SampleOutput, esamp_sample
-from .rule.step_graphs import RuleInputs, StepGraphs
-from .update.update_graphs import UpdateGraphs
+from .rule.step_graphs import StepGraphs
 from .update.job import Update, UpdateDone, first_row_per_slot
 from .update.runner import make_update_runner
-from .distiller.warm_start import load_warm_start
+from .update.slot_optimizer import OptimizerSpec
+from .update.update_graphs import UpdateGraphs
 
 
 class ESampCore:
@@ -49,9 +51,8 @@ class ESampCore:
         self.shape = config.distiller_shape(hidden_size)
         if lm_head_weight.shape[1] != hidden_size:
             raise ValueError(f"lm_head_weight is {tuple(lm_head_weight.shape)}, expected [V, {hidden_size}]")
-        self.lm_head_weight = lm_head_weight
-        self.lm_head_bias = lm_head_bias
-        self.vocab_shard = vocab_shard
+        self.head = LMHead(lm_head_weight, lm_head_bias, vocab_shard)
+        self.options = RuleOptions(config.candidate_cap, config.greedy, config.temperature_form)
         if warm_start_state is None and config.warm_start is not None:
             warm_start_state = load_warm_start(config.warm_start, self.shape,
                                                model_dir_or_fingerprint=model_fingerprint, taps=config.taps)
@@ -123,7 +124,8 @@ class ESampCore:
         return self.runner.take_results()
 
     def predict(self, h_src: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
-        """h_hat [R, H] for decode rows (no grad, weights after the previous update); zeros where slot < 0."""
+        """h_hat [R, H] alone (no grad, weights after the previous update); zeros where slot < 0. The step does not
+        call it: ``sample`` predicts as part of the rule."""
         self.wait_for_update()
         with self.counters.timed("predict"):
             return self._predict(h_src, slot_ids)
@@ -142,51 +144,43 @@ class ESampCore:
             out[rows] = self.bank.predict(h_src.index_select(0, rows), slot_ids.index_select(0, rows))
         return out
 
-    def predict_and_sample(self, inputs: RuleInputs, width: int, seeded=None) -> Tuple[torch.Tensor, SampleOutput]:
-        """The sync-free step's rule in one unit -- predict, candidates, reweight, draw -- replayed per bucket
-        (``step_graphs``); (h_hat, the sample). Seeded rows take it eagerly (their row list varies). The sample
-        counters are left to ``train(..., sample=out)``."""
+    def candidate_width(self, top_ks) -> Optional[int]:
+        """A sync-free step's candidate width (``filters.width_bucket``) from the rows' top-k as SGLang normalized
+        them on the host (greedy = 1; ``greedy="apply"`` drops a greedy row's top-k; none = unbounded); None for a
+        core that sizes the candidates from the logits (it may read the host)."""
+        if not self.sync_free:
+            return None
+        cap, apply = self.config.candidate_cap, self.config.greedy == "apply"
+        bound = [cap + 1 if k is None or k < 1 or (k == 1 and apply) else k for k in top_ks]
+        return width_bucket(bound, cap, vocab=1 << 62)   # the filter clamps the width to the logits' vocabulary
+
+    def sample(self, inputs: RuleInputs, *, generator: Optional[torch.Generator] = None,
+               record: bool = False) -> Tuple[Optional[torch.Tensor], SampleOutput]:
+        """predict -> candidates -> reweight -> draw on the step's rows, with the weights after the previous update
+        (one step stale): (h_hat, the sample). A sync-free core replays the whole unit per shape bucket
+        (``step_graphs``; timed as ``predict``); the other predicts, then samples eagerly, timing each phase.
+        ``record``: count the sample now (the runtime leaves it to ``train(Update(sample=out))``, off its path)."""
+        if self.sync_free and inputs.width is None:
+            raise ValueError("a sync-free core samples with a candidate width (ESampCore.candidate_width)")
         self.wait_for_update()
-        with self.counters.timed("predict"):   # the whole rule (one replay on CUDA)
-            if seeded is None:
-                return self.graphs.run(inputs, width)
-            self.counters.add("graph_eager_steps")
-            return self._rule(inputs, width, seeded)
-
-    def _rule(self, inputs: RuleInputs, width: int, seeded=None) -> Tuple[torch.Tensor, SampleOutput]:
-        h_hat = self._predict(inputs.h_src, inputs.slots)
-        out = esamp_sample(inputs.logits, inputs.temperatures, inputs.top_ks, inputs.top_ps, inputs.min_ps,
-                           inputs.betas, h_hat, self.lm_head_weight, self.lm_head_bias,
-                           candidate_cap=self.config.candidate_cap, greedy_mode=self.config.greedy,
-                           temperature_form=self.config.temperature_form, distiller_coef=inputs.distiller_coef,
-                           noise=inputs.noise, seeded=seeded, vocab_shard=self.vocab_shard, width=width,
-                           divisor=inputs.divisor)
-        return h_hat, out
-
-    def sample(self, logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
-               min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor], *,
-               distiller_coef: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None, seeded=None, record: bool = True,
-               width: Optional[int] = None, divisor: Optional[torch.Tensor] = None) -> SampleOutput:
-        """The ESamp rule (``algo.sampling``) with this server's cap, greedy mode and temperature form (timed).
-        ``distiller_coef`` [R] (1/0): 0 rows get the sharpening control (no distiller term). ``record=False`` leaves
-        the sample counters to ``train(..., sample=out)``, which reads them off the caller's path. ``seeded``
-        (``seeded_noise.SeededRows``): rows that draw counter-based noise from their request's seed. ``width``: the
-        candidates' ``topk`` width bucket (``filters.width_bucket``), required when ``self.sync_free``."""
-        if self.sync_free and width is None:
-            raise ValueError("a sync-free core samples with a candidate width bucket (filters.width_bucket)")
-        phase_s = {}
-        out = esamp_sample(logits, temperatures, top_ks, top_ps, min_ps, betas, h_hat, self.lm_head_weight,
-                           self.lm_head_bias, candidate_cap=self.config.candidate_cap,
-                           greedy_mode=self.config.greedy, temperature_form=self.config.temperature_form,
-                           distiller_coef=distiller_coef, noise=noise, generator=generator, seeded=seeded,
-                           vocab_shard=self.vocab_shard, phase_s=phase_s,
-                           width=width if self.sync_free else None, divisor=divisor)
+        if self.graphs is not None:
+            with self.counters.timed("predict"):
+                h_hat, out = self.graphs.run(inputs)
+        else:
+            with self.counters.timed("predict"):
+                h_hat = None if inputs.h_src is None else self._predict(inputs.h_src, inputs.slots)
+            phase_s = {}
+            out = esamp_sample(inputs, h_hat, self.head, self.options, generator=generator, phase_s=phase_s)
+            for name, dt in phase_s.items():
+                self.counters.add(f"time_{name}_s", dt)
         if record:
             self.counters.record_sample(out)
-        for name, dt in phase_s.items():
-            self.counters.add(f"time_{name}_s", dt)
-        return out
+        return h_hat, out
+
+    def _rule(self, inputs: RuleInputs) -> Tuple[torch.Tensor, SampleOutput]:
+        """The unit ``StepGraphs`` replays."""
+        h_hat = self._predict(inputs.h_src, inputs.slots)
+        return h_hat, esamp_sample(inputs, h_hat, self.head, self.options)
 
     def train(self, update: Update) -> None:
         """Submit one decode step's update (``update.job.Update``; rows with slot < 0 are not trained). Its tensors
@@ -258,8 +252,10 @@ class ESampCore:
         if weight.shape[1] != self.shape.hidden:
             raise ValueError(f"lm_head_weight is {tuple(weight.shape)}, expected [V, {self.shape.hidden}]")
         self.wait_for_update()
-        self.lm_head_weight = weight
-        self.lm_head_bias = bias
+        moved = weight is not self.head.weight or bias is not self.head.bias
+        self.head = LMHead(weight, bias, self.head.shard)
+        if moved and self.graphs is not None:
+            self.graphs.reset()   # a captured rule reads the head it was captured with
 
     def drop_warm_start(self) -> bool:
         """Slots acquired from now on start from random init; True if there was a warm start to drop."""

@@ -27,7 +27,7 @@ from ..algo.rule.vocab_shard import VocabShard
 from ..wire.modes import UnsupportedModeError, check_server_mode
 from .bank_budget import cgroup_free_bytes, resolve_bank_slots
 from .members import Members
-from .step import StepClock
+from .step_clock import StepClock
 from .metrics import PrometheusSink
 from .tap_buffers import DEFAULT_ROWS, TapBuffers
 from .taps import TapSet, UnsupportedModelError
@@ -121,6 +121,7 @@ class ESampRuntime:
         shard = _vocab_shard(model)
         self.core = ESampCore(config, hidden, weight, bias, device=device, vocab_shard=shard,
                               **self._warm_start_kwargs(model_runner))
+        self.tap_buffers.masked = self.core.sync_free   # no host read on a sync-free step: stale rows masked
         self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
         declare_runtime_counters(self.counters)
         self.clock = StepClock()
@@ -167,7 +168,7 @@ class ESampRuntime:
         """Identity of the head ESamp reads; hashing it copies the whole head to the host, so it is done when
         asked (stats) and kept until the next weight update, never at startup or on a forward step."""
         if self._lm_head_digest is None:
-            self._lm_head_digest = tensor_digest(self.core.lm_head_weight)
+            self._lm_head_digest = tensor_digest(self.core.head.weight)
         return self._lm_head_digest
 
     def snapshot(self) -> dict:
@@ -175,7 +176,7 @@ class ESampRuntime:
         config = dict(self.config.to_dict(), bank_slots_rule=self.bank_sizing.describe(),
                       bank_sizing=self.bank_sizing.to_dict())
         return {"pid": os.getpid(), "dp_rank": self.dp_rank, "config": config,
-                "lm_head_digest": self.lm_head_digest, "lm_head_dtype": str(self.core.lm_head_weight.dtype),
+                "lm_head_digest": self.lm_head_digest, "lm_head_dtype": str(self.core.head.weight.dtype),
                 "warm_start_active": self.core.bank.warm_start is not None,
                 "counters": self.counters.snapshot(),
                 "combine": self.counters.combine()}

@@ -10,6 +10,7 @@ from sglang_esamp.algo.distiller.bank import DistillerBank
 from sglang_esamp.algo.update.slot_optimizer import OptimizerSpec
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
+from sglang_esamp.algo.rule.inputs import RuleInputs
 from sglang_esamp.algo.update.job import first_row_per_slot
 from sglang_esamp.algo.distiller.distiller import Distiller
 from sglang_esamp.algo.update.job import Update
@@ -96,14 +97,14 @@ def test_counters_snapshot_is_json_and_consistent_while_training():
 
     th = threading.Thread(target=reader)
     th.start()
-    w = core.lm_head_weight
+    w = core.head.weight
     for t in range(20):
         src, tgt = _rows(3, t)
         ids = torch.full((3,), a)
-        h_hat = core.predict(src, ids)
         logits = tgt @ w.T
-        core.sample(logits, torch.ones(3), torch.full((3,), 1 << 30), torch.full((3,), 0.9), torch.zeros(3),
-                    torch.full((3,), 0.25), h_hat, generator=torch.Generator().manual_seed(t))
+        core.sample(RuleInputs(logits, torch.ones(3), torch.full((3,), 1 << 30), torch.full((3,), 0.9),
+                               torch.zeros(3), torch.full((3,), 0.25), h_src=src, slots=ids),
+                    generator=torch.Generator().manual_seed(t), record=True)
         core.train(Update(src, tgt, ids))
     stop.set()
     th.join()

@@ -16,8 +16,8 @@ def test_plan_takes_only_the_esamp_rows_and_joins_their_group():
     rt = make_runtime()
     reqs = [req("a", {"beta": 0.5}, "p", 2), req("x", None, "x", 1), req("b", {"beta": 0.5}, "p", 2)]
     planned = step.plan(rt, Batch(reqs).forward, types.SimpleNamespace(reqs=reqs))
-    assert planned.rows.tolist() == [0, 2] and planned.slots.tolist() == [0, 0]
-    assert planned.distiller_coef.tolist() == [1.0, 1.0] and rt.core.occupancy == 1
+    assert planned.rows.tolist() == [0, 2] and planned.terms.slots.tolist() == [0, 0]
+    assert planned.terms.distiller_coef.tolist() == [1.0, 1.0] and rt.core.occupancy == 1
     assert rt.counters.get("decode_steps") == 1
 
 
@@ -122,19 +122,23 @@ def test_plan_does_not_wait_for_the_update_in_flight_but_the_rule_does():
     threading.Timer(0.3, gate.set).start()
     planned, ids = one_step(rt, Batch(reqs))
     assert seen == [True]                                     # planned while the update still ran
-    assert planned is not None and ids is not None and not rt.core.runner.pending
+    assert planned is not None and ids is not None and planned.error is None
+    assert rt.counters.get("esamp_steps") == 2                 # and its own update was submitted after it
     assert rt.counters.get("time_update_wait_s") - waited_before >= 0.1   # the rule waited, and it is counted
     assert rt.counters.get("steps_timed") >= 1 and rt.counters.get("time_step_s") > 0
 
 
-def test_a_group_released_between_plan_and_sample_keeps_no_row():
+def test_a_group_released_between_plan_and_sample_loses_its_slot():
     rt = make_runtime()
-    reqs = [req("a", {"beta": 0.5}, "p", 1)]
+    reqs = [req("a", {"beta": 0.5}, "p", 1), req("b", {"beta": 0.5}, "q", 1)]
     batch = Batch(reqs)
     planned = step.plan(rt, batch.forward, batch.schedule)
+    assert planned.planned_slots == [0, 1]
     step.leave(rt, rt.members.member_of(reqs[0]))           # e.g. aborted while the forward ran
     batch.write_taps(rt)
-    assert step._prepare(rt, planned, batch.forward) is False and planned.members == []
+    assert step._taps_and_settle(rt, planned, batch.forward) is True
+    assert planned.planned_slots == [-1, 1]                  # not trained, and no distiller term
+    assert planned.terms.slots.tolist() == [-1, 1] and planned.terms.betas.tolist() == [0.0, 0.5]
 
 
 # -- prefill rows that need ESamp's own sampler -------------------------------------------------------------------
@@ -142,7 +146,7 @@ def test_a_seeded_request_draws_its_first_token_with_the_esamp_rule_and_beta_zer
     rt = make_runtime()
     reqs = [req("a", {"beta": 0.5}, "p", 1, seed=11)]
     planned, ids = one_step(rt, Batch(reqs, mode="EXTEND"), taps=False)
-    assert planned.sample_only and planned.betas.tolist() == [0.0] and planned.out is not None
+    assert planned.sample_only and planned.terms.betas.tolist() == [0.0] and planned.out is not None
     assert rt.counters.get("prefill_rows_sampled") == 1 and rt.core.occupancy == 0
     again, ids2 = one_step(make_runtime(), Batch([req("a2", {"beta": 0.5}, "p2", 1, seed=11)], mode="EXTEND"),
                            taps=False)
@@ -166,8 +170,8 @@ def test_a_member_without_sharpening_gets_its_divisor_and_the_others_none():
     rt = make_runtime()
     reqs = [req("a", {"beta": 0.8, "sharpen": False}, "p", 2), req("b", {"beta": 0.8, "sharpen": False}, "p", 2)]
     planned, ids = one_step(rt, Batch(reqs, top_k=8))
-    assert planned.divisor.tolist() == pytest.approx([1.8, 1.8]) and ids.shape == (2,)
+    assert planned.terms.divisor.tolist() == pytest.approx([1.8, 1.8]) and ids.shape == (2,)
     assert planned.out.reweighted.all()
     plain = step.plan(rt, Batch([req("c", {"beta": 0.8}, "q", 1)]).forward,
                       types.SimpleNamespace(reqs=[req("c", {"beta": 0.8}, "q", 1)]))
-    assert plain.divisor is None
+    assert plain.terms.divisor is None

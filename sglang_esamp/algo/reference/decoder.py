@@ -28,11 +28,12 @@ import torch
 
 from ..config import ESampConfig
 from ..core import ESampCore
-from .hf_taps import capture_taps
 from ..rule.filters import NO_TOP_K
+from ..rule.inputs import RuleInputs
 from ..rule.sampling import gumbel_noise
-from .tap_spec import tap_spec
 from ..update.job import Update
+from .hf_taps import capture_taps
+from .tap_spec import tap_spec
 
 
 @dataclass
@@ -121,7 +122,6 @@ class ReferenceDecoder:
         dev = self.device
         g_count = len(seeds)
         rows = g_count * n                          # row g*n + i = sample i of group g
-        # the control: h_hat = 0 and no bias make the distiller term vanish, leaving (1+beta)*l/T on the candidates
         esamp = esamp and not sharpen_only
         config = self.config.with_bank_slots(max(1, g_count)) if self.config.bank_slots_auto else self.config
         core = ESampCore(config, self.hidden, self.lm_head_weight, None if sharpen_only else self.lm_head_bias,
@@ -136,6 +136,7 @@ class ReferenceDecoder:
         slot_ids = torch.tensor([(s if s is not None else -1) for s in slots for _ in range(n)], dtype=torch.int64,
                                 device=dev)
         no_slot = torch.full_like(slot_ids, -1)
+        coef_control = torch.zeros(rows, dtype=torch.float32, device=dev)
 
         prompt = torch.tensor([list(prompt_ids)] * rows, dtype=torch.long, device=dev)
         logits, h_src, h_tgt, past = self._forward(prompt, None)
@@ -145,13 +146,13 @@ class ReferenceDecoder:
             if t > 0:
                 logits, h_src, h_tgt, past = self._forward(tokens[-1].unsqueeze(1), past)
             use_esamp = esamp and t > 0            # the first token comes from prefill: never reweighted
-            h_hat = core.predict(h_src, slot_ids) if use_esamp else None
-            if sharpen_only and t > 0:
-                h_hat = torch.zeros_like(h_src)
             shift = use_esamp or (sharpen_only and t > 0)
             betas = torch.where(live, step_beta, zero_beta) if shift else zero_beta
             noise = torch.cat([gumbel_noise((n, self.config.candidate_cap), "cpu", g) for g in gens]).to(dev)
-            out = core.sample(logits.float(), temps, top_ks, top_ps, min_ps, betas, h_hat, noise=noise)
+            # the control: coefficient 0 (no distiller term), i.e. (1+beta)*l/T on the candidates
+            _, out = core.sample(RuleInputs(logits.float(), temps, top_ks, top_ps, min_ps, betas,
+                                            coef_control if sharpen_only else None, h_src=h_src, slots=slot_ids,
+                                            noise=noise), record=True)
             chosen = out.tokens if forced is None else forced[:, t].to(dev)
             if stop_at_eos and eos_token_id is not None:
                 chosen = torch.where(live, chosen, torch.full_like(chosen, eos_token_id))

@@ -30,8 +30,8 @@ import torch
 from esamp_kernels import ops
 
 from .filters import candidates
-from .seeded_noise import SeededRows
-from .vocab_shard import VocabShard, sharded_candidate_logits
+from .inputs import LMHead, RuleInputs, RuleOptions
+from .vocab_shard import sharded_candidate_logits
 
 
 @dataclass
@@ -53,29 +53,28 @@ def gumbel_noise(shape, device, generator: Optional[torch.Generator] = None) -> 
     return e.clamp_min_(torch.finfo(torch.float32).tiny).log_().neg_()
 
 
-def esamp_sample(logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
-                 min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor],
-                 lm_head_weight: torch.Tensor, lm_head_bias: Optional[torch.Tensor] = None, *,
-                 candidate_cap: int = 1024, greedy_mode: str = "skip", temperature_form: str = "tllm",
-                 distiller_coef: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None, seeded: Optional[SeededRows] = None,
-                 vocab_shard: Optional[VocabShard] = None, phase_s: Optional[dict] = None,
-                 width: Optional[int] = None, divisor: Optional[torch.Tensor] = None) -> SampleOutput:
-    """Sample one token per row of ``logits`` [R, V] under the ESamp rule.
+def esamp_sample(x: RuleInputs, h_hat: Optional[torch.Tensor], head: LMHead, options: RuleOptions = RuleOptions(),
+                 *, generator: Optional[torch.Generator] = None, phase_s: Optional[dict] = None) -> SampleOutput:
+    """Sample one token per row of ``x.logits`` [R, V] under the ESamp rule (``inputs.RuleInputs``: the rows'
+    filters, betas, distiller coefficient, divisor, noise, seeds and width).
 
-    temperatures/top_ps/min_ps: float [R] (or [R, 1]); top_ks: int [R] (SGLang conventions, greedy = top_k 1);
-    betas: float [R] (0 = unmodified); h_hat: [R, H] predicted final hidden per row, or None (no row reweighted);
-    distiller_coef: float [R] multiplier of the distiller term (None = 1; 0 = the sharpening control ``(1+b)*l/T``).
-    seeded: rows whose noise is the counter-based draw of their (seed, stream, position) (overrides ``noise``).
-    vocab_shard: the LM head holds only these vocabulary rows (tensor parallel; ``vocab_shard``).
+    h_hat: [R, H] predicted final hidden per row, or None (no row reweighted). ``x.distiller_coef`` [R]: multiplier
+    of the distiller term (None = 1; 0 = the sharpening control ``(1+b)*l/T``). ``x.seeded``: rows whose noise is
+    the counter-based draw of their (seed, stream, position) (overrides ``x.noise``). ``head.shard``: the LM head
+    holds only these vocabulary rows (tensor parallel; ``vocab_shard``).
     phase_s: if given, wall seconds of the phases are added under "candidates", "reweight", "draw" (host time:
     on CUDA it measures launches, not kernels).
-    width: the sync-free form: the candidates' ``topk`` width (``filters.width_bucket``, from the rows' sampling
+    ``x.width``: the sync-free form: the candidates' ``topk`` width (``filters.width_bucket``, from the rows' sampling
     params) and masks instead of row lists, so no tensor value is read back to the host (a CUDA step runs it; the
     tokens are the same as without it for the same noise per rank).
-    divisor: float [R]: the reweighted rows' logits are divided by it before the draw (``esamp.sharpen: false``
+    ``x.divisor`` [R]: the reweighted rows' logits are divided by it before the draw (``esamp.sharpen: false``
     passes 1 + beta: ``l/T - coef/(1+beta) * l_dist``, no (1+beta) sharpening); rows not reweighted are untouched.
     """
+    logits, temperatures, top_ks, top_ps, min_ps = x.logits, x.temperatures, x.top_ks, x.top_ps, x.min_ps
+    betas, distiller_coef, divisor, noise, seeded, width = (x.betas, x.distiller_coef, x.divisor, x.noise, x.seeded,
+                                                            x.width)
+    candidate_cap, greedy_mode, temperature_form = options.candidate_cap, options.greedy_mode, options.temperature_form
+    lm_head_weight, lm_head_bias, vocab_shard = head.weight, head.bias, head.shard
     t0 = time.perf_counter()
     # greedy_mode / temperature_form are validated once, by ESampConfig
     r = logits.shape[0]

@@ -19,31 +19,16 @@ noise comes from the device's default generator, which CUDA graphs advance per r
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import fields, replace
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..replay import ROW_BUCKETS, WARMUP_RUNS, declare_counters, replay_mode, row_bucket
+from .inputs import RuleInputs
 from .sampling import SampleOutput
 
 logger = logging.getLogger("sglang_esamp")
-
-
-@dataclass
-class RuleInputs:
-    """One step's inputs to the rule, [R] or [R, ...] each."""
-    h_src: torch.Tensor          # [R, H] shallow taps
-    slots: torch.Tensor          # [R] int64 (-1: no distiller)
-    logits: torch.Tensor         # [R, V] fp32
-    temperatures: torch.Tensor   # [R] fp32
-    top_ks: torch.Tensor         # [R] int64
-    top_ps: torch.Tensor         # [R] fp32
-    min_ps: torch.Tensor         # [R] fp32
-    betas: torch.Tensor          # [R] fp32
-    distiller_coef: torch.Tensor  # [R] fp32
-    noise: Optional[torch.Tensor] = None   # [R, >= K] Gumbel draws (tests, benchmarks); None: drawn in the rule
-    divisor: Optional[torch.Tensor] = None  # [R] fp32 (esamp.sharpen false: 1 + beta); None: 1
 
 
 # padding rows: no distiller, no reweighting, a harmless unfiltered draw
@@ -54,22 +39,20 @@ _PAD = {"slots": -1, "temperatures": 1.0, "top_ks": 1, "top_ps": 1.0, "min_ps": 
 class _Bucket:
     def __init__(self, inputs: RuleInputs, rows: int):
         """Static buffers of ``rows`` rows shaped like ``inputs``' tensors, filled from them (``load``)."""
-        given = {f.name: t for f in fields(RuleInputs) if (t := getattr(inputs, f.name)) is not None}
-        self.inputs = RuleInputs(**{name: t.new_empty((rows,) + tuple(t.shape[1:])) for name, t in given.items()})
+        buffers = {name: getattr(inputs, name) for name in inputs.tensors()}
+        self.inputs = replace(inputs, **{name: t.new_empty((rows,) + tuple(t.shape[1:])) for name, t in buffers.items()})
         self.outputs: Optional[Tuple[torch.Tensor, SampleOutput]] = None
         self.graph = None
         self.load(inputs)
 
     def load(self, inputs: RuleInputs) -> None:
         """Copy a step's inputs in; the rows past them become padding rows (``_PAD``; 0 for the [R, ...] tensors)."""
-        for f in fields(RuleInputs):
-            dst, src = getattr(self.inputs, f.name), getattr(inputs, f.name)
-            if src is None:
-                continue
+        for name in self.inputs.tensors():
+            dst, src = getattr(self.inputs, name), getattr(inputs, name)
             n = src.shape[0]
             dst[:n].copy_(src.reshape(dst[:n].shape))
             if n < dst.shape[0]:
-                dst[n:].fill_(_PAD.get(f.name, 0.0))
+                dst[n:].fill_(_PAD.get(name, 0.0))
 
 
 def _sliced(h_hat: torch.Tensor, out: SampleOutput, rows: int,
@@ -81,9 +64,9 @@ def _sliced(h_hat: torch.Tensor, out: SampleOutput, rows: int,
 
 
 class StepGraphs:
-    """``rule(inputs, width) -> (h_hat, SampleOutput)``, replayed per bucket (see the module docstring)."""
+    """``rule(inputs) -> (h_hat, SampleOutput)``, replayed per bucket (see the module docstring)."""
 
-    def __init__(self, rule: Callable[[RuleInputs, int], Tuple[torch.Tensor, SampleOutput]], device,
+    def __init__(self, rule: Callable[[RuleInputs], Tuple[torch.Tensor, SampleOutput]], device,
                  counters=None, mode: Optional[str] = None, buckets: Sequence[int] = ROW_BUCKETS):
         self.rule = rule
         self.device = torch.device(device)
@@ -94,19 +77,26 @@ class StepGraphs:
         self._failed: set = set()
         declare_counters(counters, ("graph_replays", "graph_captures", "graph_eager_steps", "graph_static_steps"))
 
+    def reset(self) -> None:
+        """Forget every bucket (their graphs read tensors that were replaced, e.g. the LM head)."""
+        self._buckets.clear()
+        self._failed.clear()
+
     def _count(self, name: str) -> None:
         if self.counters is not None:
             self.counters.add(name)
 
-    def run(self, inputs: RuleInputs, width: int, graphable: bool = True) -> Tuple[torch.Tensor, SampleOutput]:
-        r = inputs.h_src.shape[0]
+    def run(self, inputs: RuleInputs) -> Tuple[torch.Tensor, SampleOutput]:
+        """The rule on ``inputs`` (a sync-free step's: ``inputs.width`` set): replayed, static or eager."""
+        r, width = inputs.h_src.shape[0], inputs.width
         rows = row_bucket(r, self.buckets)
         noise = None if inputs.noise is None else tuple(inputs.noise.shape[1:])
         key = (rows, int(width), int(inputs.logits.shape[1]), inputs.logits.dtype, inputs.h_src.dtype, noise,
                inputs.divisor is not None)
-        if self.mode == "eager" or not graphable or rows is None or key in self._failed:
+        # seeded rows take it eagerly: their row list varies from step to step
+        if self.mode == "eager" or inputs.seeded is not None or rows is None or key in self._failed:
             self._count("graph_eager_steps")
-            return self.rule(inputs, width)
+            return self.rule(inputs)
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = _Bucket(inputs, rows)   # filled from this step's inputs
@@ -114,31 +104,31 @@ class StepGraphs:
             bucket.load(inputs)
         if self.mode == "static":
             self._count("graph_static_steps")
-            return _sliced(*self.rule(bucket.inputs, width), r, copy=False)
+            return _sliced(*self.rule(bucket.inputs), r, copy=False)
         if bucket.graph is None:
             try:
-                self._capture(bucket, width)
+                self._capture(bucket)
             except Exception as e:   # a shape the capture cannot take: this bucket stays eager, counted
                 self._failed.add(key)
                 self._buckets.pop(key, None)
                 logger.warning("ESamp step graph capture failed for rows %d width %d (eager from now on): %r",
                                rows, width, e)
                 self._count("graph_eager_steps")
-                return self.rule(inputs, width)
+                return self.rule(inputs)
             self._count("graph_captures")
         bucket.graph.replay()
         self._count("graph_replays")
         return _sliced(*bucket.outputs, r, copy=True)
 
-    def _capture(self, bucket: _Bucket, width: int) -> None:
+    def _capture(self, bucket: _Bucket) -> None:
         side = torch.cuda.Stream(device=self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(WARMUP_RUNS):   # lazy inits (Triton compiles, cuBLAS handles) happen outside the capture
-                self.rule(bucket.inputs, width)
+                self.rule(bucket.inputs)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: other threads of the scheduler (an idle update worker, SGLang's own) may touch CUDA
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            bucket.outputs = self.rule(bucket.inputs, width)
+            bucket.outputs = self.rule(bucket.inputs)
         bucket.graph = graph

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from sglang_esamp.algo.rule.filters import filter_candidates, scale_logits
-from sglang_esamp.algo.rule.sampling import esamp_sample, gumbel_noise
+from sglang_esamp.algo.rule.sampling import gumbel_noise
+from tests.rule_call import rule
 
 TOP_K_ALL = 1 << 30
 R, V, H = 8, 500, 32
@@ -27,10 +28,10 @@ def _inputs(seed=0):
 def test_beta_zero_rows_are_bit_identical_to_the_unmodified_rule():
     x = _inputs()
     noise = gumbel_noise((R, 1024), "cpu", torch.Generator().manual_seed(3))
-    plain = esamp_sample(betas=torch.zeros(R), noise=noise, **x)
-    no_pred = esamp_sample(betas=torch.full((R,), 0.5), noise=noise, **dict(x, h_hat=None))
+    plain = rule(betas=torch.zeros(R), noise=noise, **x)
+    no_pred = rule(betas=torch.full((R,), 0.5), noise=noise, **dict(x, h_hat=None))
     mixed_b = torch.tensor([0.0, 0.5, 0.0, 1.0, 0.3, 0.0, 2.0, 0.0])
-    mixed = esamp_sample(betas=mixed_b, noise=noise, **x)
+    mixed = rule(betas=mixed_b, noise=noise, **x)
     assert not plain.reweighted.any() and not no_pred.reweighted.any()
     for other in (no_pred,):
         assert torch.equal(other.cand_logits, plain.cand_logits) and torch.equal(other.tokens, plain.tokens)
@@ -51,7 +52,7 @@ def test_beta_zero_rows_are_bit_identical_to_the_unmodified_rule():
 def test_only_candidates_are_rewritten_by_the_formula(form):
     x = _inputs(1)
     betas = torch.tensor([0.25, 0.5, 1.0, 0.25, 0.0, 4.0, 0.1, 0.25])
-    out = esamp_sample(betas=betas, temperature_form=form, generator=torch.Generator().manual_seed(0), **x)
+    out = rule(betas=betas, temperature_form=form, generator=torch.Generator().manual_seed(0), **x)
     scaled = scale_logits(x["logits"], x["temperatures"])
     dist_full = x["h_hat"] @ x["lm_head_weight"].T + x["lm_head_bias"]          # all V, for the check only
     c = filter_candidates(scaled, x["top_ks"], x["top_ps"], x["min_ps"], 1024)
@@ -77,7 +78,7 @@ def test_non_candidates_are_never_sampled():
     betas = torch.full((R,), 4.0)
     x["h_hat"] = -50 * x["h_hat"]  # a huge shift that would favour far-away tokens if they were reachable
     for s in range(20):
-        out = esamp_sample(betas=betas, generator=torch.Generator().manual_seed(s), **x)
+        out = rule(betas=betas, generator=torch.Generator().manual_seed(s), **x)
         for i in range(R):
             assert int(out.tokens[i]) in set(out.cand_ids[i, :out.counts[i]].tolist())
 
@@ -88,10 +89,10 @@ def test_greedy_rows_skip_by_default_and_apply_on_request():
     x["temperatures"] = torch.ones(R)
     betas = torch.full((R,), 1.0)
     x["h_hat"] = x["h_hat"] * 4
-    skip = esamp_sample(betas=betas, generator=torch.Generator().manual_seed(0), **x)
+    skip = rule(betas=betas, generator=torch.Generator().manual_seed(0), **x)
     assert torch.equal(skip.tokens, x["logits"].argmax(-1)) and not skip.reweighted.any()
     assert skip.counts.tolist() == [1] * R
-    app = esamp_sample(betas=betas, greedy_mode="apply", generator=torch.Generator().manual_seed(0), **x)
+    app = rule(betas=betas, greedy_mode="apply", generator=torch.Generator().manual_seed(0), **x)
     assert app.reweighted.all() and (app.counts > 1).all()
     dist = x["h_hat"] @ x["lm_head_weight"].T + x["lm_head_bias"]
     new = 2.0 * x["logits"] - dist
@@ -111,7 +112,7 @@ def test_gumbel_max_draws_follow_the_candidate_softmax():
     gen = torch.Generator().manual_seed(0)
     n = 20000
     rows = dict((k, v.repeat(n, *([1] * (v.dim() - 1)))) for k, v in args.items() if k != "lm_head_weight")
-    out = esamp_sample(logits.repeat(n, 1), lm_head_weight=w, generator=gen, **rows)
+    out = rule(logits.repeat(n, 1), lm_head_weight=w, generator=gen, **rows)
     k = int(out.counts[0])
     p = torch.softmax(out.cand_logits[0, :k], dim=0)
     freq = torch.bincount(out.tokens, minlength=6).float() / n
@@ -125,23 +126,23 @@ def test_same_noise_same_token_and_noise_shape_checked():
     x = _inputs(4)
     betas = torch.full((R,), 0.25)
     noise = gumbel_noise((R, 1024), "cpu", torch.Generator().manual_seed(9))
-    a = esamp_sample(betas=betas, noise=noise, **x)
-    b = esamp_sample(betas=betas, noise=noise.clone(), **x)
+    a = rule(betas=betas, noise=noise, **x)
+    b = rule(betas=betas, noise=noise.clone(), **x)
     assert torch.equal(a.tokens, b.tokens)
     with pytest.raises(ValueError, match="noise must be"):
-        esamp_sample(betas=betas, noise=noise[:, :1], **x)
+        rule(betas=betas, noise=noise[:, :1], **x)
 
 
 def test_bf16_logits_are_accepted():
     x = _inputs(5)
     x["logits"] = x["logits"].to(torch.bfloat16)
-    out = esamp_sample(betas=torch.full((R,), 0.25), generator=torch.Generator().manual_seed(0), **x)
+    out = rule(betas=torch.full((R,), 0.25), generator=torch.Generator().manual_seed(0), **x)
     assert out.cand_logits.dtype == torch.float32 and out.tokens.dtype == torch.int64
     assert bool(torch.isfinite(out.cand_logits.gather(1, torch.zeros(R, 1, dtype=torch.long))).all())
 
 
 def test_empty_batch():
-    out = esamp_sample(torch.zeros(0, V), torch.ones(0), torch.ones(0, dtype=torch.long), torch.ones(0),
+    out = rule(torch.zeros(0, V), torch.ones(0), torch.ones(0, dtype=torch.long), torch.ones(0),
                        torch.zeros(0), torch.zeros(0), None, torch.randn(V, H))
     assert out.tokens.shape == (0,) and out.counts.shape == (0,)
 
@@ -150,12 +151,12 @@ def test_a_non_finite_prediction_row_samples_the_plain_rule_and_the_others_still
     x = _inputs()
     noise = gumbel_noise((R, 1024), "cpu", torch.Generator().manual_seed(5))
     betas = torch.full((R,), 0.5)
-    good = esamp_sample(betas=betas, noise=noise, **x)
+    good = rule(betas=betas, noise=noise, **x)
     h_bad = x["h_hat"].clone()
     h_bad[0, 3] = float("nan")
     h_bad[2] = float("inf")
-    bad = esamp_sample(betas=betas, noise=noise, **dict(x, h_hat=h_bad))
-    plain = esamp_sample(betas=torch.zeros(R), noise=noise, **x)
+    bad = rule(betas=betas, noise=noise, **dict(x, h_hat=h_bad))
+    plain = rule(betas=torch.zeros(R), noise=noise, **x)
     for r in (0, 2):
         assert not bad.reweighted[r] and bad.tokens[r] == plain.tokens[r]
     keep = torch.ones(R, dtype=torch.bool)
@@ -169,8 +170,8 @@ def test_without_sharpening_the_reweighted_rows_are_divided_by_one_plus_beta():
     betas = torch.tensor([0.8, 0.5, 0.0, 1.0, 0.8, 0.25, 0.8, 0.8])
     div = torch.where(betas > 0, 1 + betas, 1.0)
     noise = gumbel_noise((R, 1024), "cpu", torch.Generator().manual_seed(5))
-    ref = esamp_sample(betas=betas, noise=noise, **x)
-    out = esamp_sample(betas=betas, noise=noise, divisor=div, **x)
+    ref = rule(betas=betas, noise=noise, **x)
+    out = rule(betas=betas, noise=noise, divisor=div, **x)
     rew = ref.reweighted
     assert rew.sum() >= 5 and not rew[2] and not rew[4]                # beta 0 and a greedy row are not reweighted
     valid = torch.isfinite(ref.cand_logits)

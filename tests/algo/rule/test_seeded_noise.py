@@ -2,7 +2,7 @@
 and the per-token outputs of the rule (chosen rank, the novelty shift on the chosen token)."""
 import torch
 
-from sglang_esamp.algo.rule.sampling import esamp_sample
+from tests.rule_call import rule
 from sglang_esamp.algo.rule.seeded_noise import SeededRows, hashed_uniform, seeded_gumbel
 from tests.algo.rule.test_sampling import R, _inputs
 
@@ -31,18 +31,18 @@ def test_seeded_rows_sample_the_same_token_whatever_else_happens():
     betas = torch.full((R,), 0.5)
     seeded = _rows(list(range(100, 100 + R)), [0] * R, [5] * R)
     torch.manual_seed(0)
-    one = esamp_sample(betas=betas, seeded=seeded, **x)
+    one = rule(betas=betas, seeded=seeded, **x)
     torch.manual_seed(1)                 # another global RNG state
-    two = esamp_sample(betas=betas, seeded=seeded, **x)
+    two = rule(betas=betas, seeded=seeded, **x)
     assert torch.equal(one.tokens, two.tokens)
     # only some rows seeded: those keep their tokens, the unseeded ones draw from the generator
     half = SeededRows(rows=torch.tensor([1, 3]), seeds=seeded.seeds[[1, 3]], streams=seeded.streams[[1, 3]],
                       positions=seeded.positions[[1, 3]])
-    mixed = esamp_sample(betas=betas, seeded=half, generator=torch.Generator().manual_seed(4), **x)
+    mixed = rule(betas=betas, seeded=half, generator=torch.Generator().manual_seed(4), **x)
     assert torch.equal(mixed.tokens[[1, 3]], one.tokens[[1, 3]])
     # given noise for the other rows is not modified in place
     noise = torch.zeros(R, 1024)
-    esamp_sample(betas=betas, seeded=half, noise=noise, **x)
+    rule(betas=betas, seeded=half, noise=noise, **x)
     assert torch.count_nonzero(noise) == 0
 
 
@@ -51,18 +51,18 @@ def test_siblings_with_one_seed_draw_differently():
     same = {k: (v[:1].expand(R, *v.shape[1:]) if k not in ("lm_head_weight", "lm_head_bias") else v)
             for k, v in x.items()}
     same["top_ks"] = torch.full((R,), 1 << 30)
-    out = esamp_sample(betas=torch.zeros(R), seeded=_rows([42] * R, list(range(R)), [3] * R), **same)
+    out = rule(betas=torch.zeros(R), seeded=_rows([42] * R, list(range(R)), [3] * R), **same)
     ranks = out.chosen_rank
     assert out.counts[0] > 4 and ranks.unique().numel() > 1   # one distribution, R streams: not all one token
-    again = esamp_sample(betas=torch.zeros(R), seeded=_rows([42] * R, list(range(R)), [3] * R), **same)
+    again = rule(betas=torch.zeros(R), seeded=_rows([42] * R, list(range(R)), [3] * R), **same)
     assert torch.equal(again.tokens, out.tokens)
 
 
 def test_chosen_rank_and_shift_describe_the_token_that_was_drawn():
     x = _inputs(1)
     betas = torch.tensor([0.25, 0.5, 1.0, 0.25, 0.0, 4.0, 0.0, 0.25])
-    out = esamp_sample(betas=betas, generator=torch.Generator().manual_seed(0), **x)
-    plain = esamp_sample(betas=torch.zeros(R), generator=torch.Generator().manual_seed(0), **x)
+    out = rule(betas=betas, generator=torch.Generator().manual_seed(0), **x)
+    plain = rule(betas=torch.zeros(R), generator=torch.Generator().manual_seed(0), **x)
     for i in range(R):
         j = int(out.chosen_rank[i])
         if out.greedy[i]:

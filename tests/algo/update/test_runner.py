@@ -7,6 +7,7 @@ import torch
 
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
+from sglang_esamp.algo.rule.inputs import RuleInputs
 from sglang_esamp.algo.update.runner import SerialUpdateRunner, ThreadUpdateRunner
 from sglang_esamp.algo.update.job import Update
 
@@ -25,10 +26,10 @@ def _run(mode, steps=8):
         src, tgt = torch.randn(R, H, generator=g), 3 * torch.randn(R, H, generator=g)
         logits = src @ w.T
         noise = -torch.empty(R, V).exponential_(generator=g).log()
-        h_hat = core.predict(src, slots)
-        weights.append({k: v.clone() for k, v in core.bank.params.items()})   # after predict's join
-        out = core.sample(logits, torch.ones(R), torch.full((R,), V), torch.ones(R), torch.zeros(R),
-                          torch.full((R,), 1.0), h_hat, noise=noise)
+        core.wait_for_update()
+        weights.append({k: v.clone() for k, v in core.bank.params.items()})   # what the prediction reads
+        _, out = core.sample(RuleInputs(logits, torch.ones(R), torch.full((R,), V), torch.ones(R), torch.zeros(R),
+                                        torch.full((R,), 1.0), h_src=src, slots=slots, noise=noise))
         tokens.append(out.tokens.tolist())
         core.train(Update(src, tgt, slots))
     assert core.stats()["updates"] == steps
