@@ -1,7 +1,7 @@
 """ESamp's cost per decode step against a graph-replayed forward of a real model shape (issue #38): PyTorch +
 Triton, no SGLang.
 
-    python benchmarks/esamp_graph_bench.py [--shapes 0.5b,7b] [--rows 64,128,256] [--steps 30] [--dry-run]
+    python benchmarks/gpu/esamp_graph_bench.py [--shapes 0.5b,7b] [--rows 64,128,256] [--steps 30] [--dry-run]
 
 The ``off`` arm is what SGLang does on a GPU: a stand-in decode forward captured in one CUDA graph and replayed --
 per layer the QKV, O, gate/up and down GEMMs at the batch size (bf16, random weights; one layer's weights serve
