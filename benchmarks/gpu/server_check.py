@@ -476,6 +476,10 @@ def run(a) -> int:
                 failed = True
                 steps["plan"][f"bench_{tag}_dry"] = {"rc": e.code}
                 log(f"FAIL: bench {tag} (dry): bench_throughput refuses its arguments")
+        # the logs archive as a device run leaves it, holding the plan here (the lease carries it back)
+        (logs / "plan.json").write_text(json.dumps(steps["plan"], indent=1))
+        with tarfile.open(out / "logs.tar.gz", "w:gz") as tf:
+            tf.add(logs, arcname="logs")
         if failed:
             save()
             return 1
