@@ -16,8 +16,9 @@ Decisions (issue #39):
   importing the server's modules (fake CUDA, the stand-in ``sgl_kernel``) and mapping every imported top-level
   module to its distribution, plus their install requirements. Versions are the ones this project's CPU venv runs
   SGLang 0.5.23 with. ``typing-extensions`` 4.16 is carried although the image has one: pydantic 2.14 needs >= 4.16
-  and an older one breaks it; it is backwards compatible. Not carried: sgl-kernel (373 MB; ``sglang_esamp.
-  ``benchmarks/gpu/shims``' ``esamp_gpu_shims`` stands in), flashinfer (the triton attention and pytorch sampling backends need none of it).
+  and an older one breaks it; it is backwards compatible. Not carried: sgl-kernel (373 MB; ``esamp_gpu_shims``
+  in ``benchmarks/gpu/shims`` stands in), flashinfer (the triton attention and pytorch sampling backends need none
+  of it).
 * **sglang's wheel, trimmed**: 39 MB as published; 41 MB of it (unpacked) are Rust extensions a text HTTP server
   never loads (gRPC, the Rust HTTP server, a benchmark client, multimodal processors, the opt-in Rust radix tree)
   and 23 MB the diffusion runtime (``sglang.multimodal_gen``, only ``sglang generate``); SGLang's test kits go
@@ -41,7 +42,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess

@@ -15,10 +15,11 @@
 # each step runs even if an earlier one failed (one device lease: a failed step must not hide the others)
 set -uo pipefail
 FAILED=()
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 OUT="${OUT:-benchmarks/results/gpu}"
 [ "${1:-}" = "--dry-run" ] && OUT="${OUT_DRY:-/tmp/esamp-gpu-check-dry}"
 DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
+DRYFLAG=(); [ "$DRY" = 1 ] && DRYFLAG=(--dry-run)
 # $PYTHON when set; else the project venv in a dry run, the image's python on the device
 PY="${PYTHON:-}"; [ -z "$PY" ] && [ -x .venv/bin/python ] && [ "$DRY" = 1 ] && PY=.venv/bin/python; PY="${PY:-python3}"
 mkdir -p "$OUT"
@@ -35,22 +36,22 @@ tail -5 "$OUT/kernel_tests.txt"
 }
 want 2 && {
 echo "== 2. kernel bench"
-timeout 180 "$PY" -m esamp_kernels.bench --out "$OUT/kernel_bench" $( [ "$DRY" = 1 ] && echo --dry-run ) 2>&1 \
+timeout 180 "$PY" -m esamp_kernels.bench --out "$OUT/kernel_bench" "${DRYFLAG[@]}" 2>&1 \
   | tail -30 | tee "$OUT/kernel_bench.txt" || FAILED+=(kernel_bench)
 }
 want 3 && {
 echo "== 3. async vs serial update"
-timeout 180 "$PY" benchmarks/gpu/async_update_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --profile 5 --out "$OUT/async_update_check" \
+timeout 180 "$PY" benchmarks/gpu/async_update_check.py "${DRYFLAG[@]}" --profile 5 --out "$OUT/async_update_check" \
   2>&1 | tee "$OUT/async_update.txt" || FAILED+=(async_update)
 }
 want 4 && {
 echo "== 4. taps under CUDA-graph replay"
-timeout 120 "$PY" benchmarks/gpu/tap_graph_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/tap_graph_check.json" \
+timeout 120 "$PY" benchmarks/gpu/tap_graph_check.py "${DRYFLAG[@]}" --out "$OUT/tap_graph_check.json" \
   2>&1 | tee "$OUT/tap_graph_check.txt" || FAILED+=(tap_graph)
 }
 want 5 && {
 echo "== 5. ESamp step vs a graph-replayed forward"
-timeout 300 "$PY" benchmarks/gpu/esamp_graph_bench.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/esamp_graph_bench" \
+timeout 300 "$PY" benchmarks/gpu/esamp_graph_bench.py "${DRYFLAG[@]}" --out "$OUT/esamp_graph_bench" \
   2>&1 | tee "$OUT/esamp_graph_bench.txt" || FAILED+=(esamp_graph_bench)
 }
 if [ ${#FAILED[@]} -gt 0 ]; then echo "gpu_check FAILED steps: ${FAILED[*]} ($OUT)"; exit 1; fi

@@ -12,7 +12,7 @@
 #   here:    bash benchmarks/gpu/server_check.sh --dry-run     (CPU, < 1 min: install laid out, tiny model, plan)
 # Extra flags go to the Python script (--native-ops, --keep-jit, --deadline-s N).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 2
 PY="${PYTHON:-}"
 if [ "${1:-}" = "--dry-run" ]; then
   [ -z "$PY" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python
