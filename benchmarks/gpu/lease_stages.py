@@ -4,15 +4,16 @@ A stage is an existing script run as a subprocess (benchmarks/gpu/lease.py runs 
 says which command, with which time budget, and reads the script's own JSON back into ``key`` numbers for the
 summary. Budgets (seconds, each including its set-up; 520 in all, plus lease.RESERVE_S for the driver = 540):
 
-* ``server`` (a) 330 s: benchmarks/gpu/server_check.py -- the carried bundle installed (~30 s), a random-weight
-  Qwen2.5-0.5B-config model, four SGLang servers (ESamp with CUDA graphs + trace, ESamp eager, ESamp with graphs
-  for the bench, stock; ~150 s to start and capture), a seeded ESamp request graph vs eager, /esamp/stats (0 tap
-  misses on replayed decode batches, work counters moved), bench_throughput on / off / stock at 16 x n=8, 128
-  tokens (~70 s).
-* ``graph`` (b) 140 s: benchmarks/gpu/esamp_graph_bench.py at the 0.5B and 7B shapes, 128 rows, medians of 3 runs
+* ``server`` (a) 350 s: benchmarks/gpu/server_check.py -- the carried bundle installed and SGLang's modules
+  imported (~45 s), a random-weight Qwen2.5-0.5B-config model (~15 s), four SGLang servers (ESamp with CUDA graphs
+  + trace, ESamp eager, ESamp with graphs for the bench, stock; up to ~150 s to start, compile and capture), a
+  seeded ESamp request graph vs eager, /esamp/stats (0 tap misses on replayed decode batches, work counters
+  moved), bench_throughput on / off / stock at 16 x n=8, 128 tokens (~70 s). The most valuable and the least
+  predictable stage: it goes first and gets the largest share.
+* ``graph`` (b) 130 s: benchmarks/gpu/esamp_graph_bench.py at the 0.5B and 7B shapes, 128 rows, medians of 3 runs
   of 30 steps after 5 of warm-up, five arms; graphed must equal eager in tokens and weights. Overhead against the
   issue's bars (<= 6 % at 0.5B, <= 2 % at 7B) on the better graphed arm.
-* ``kernels`` (c) 50 s: esamp_kernels.bench, the Triton kernels compiled and timed against their torch references
+* ``kernels`` (c) 40 s: esamp_kernels.bench, the Triton kernels compiled and timed against their torch references
   at serving shapes, the largest |triton - torch| checked against ``KERNEL_TOL``.
 
 An earlier stage that ends early leaves its unused time to the later ones (lease.py).
@@ -91,6 +92,9 @@ def server_collect(work: Path) -> Tuple[Dict, Dict, List[str]]:
             key[k] = bench[k].get("median")
     if res.get("dry_run"):
         key["servers_parsed"] = all(s.get("parsed") for s in steps.get("plan", {}).get("servers", {}).values())
+    bench_full = _json(work / "out" / "bench_16x8.json")   # every round, not only the medians
+    if bench_full is not None:
+        res["bench_16x8_full"] = bench_full
     problems = [] if res.get("ok", res.get("dry_run")) else ["gpu_server_check.json: ok is false"]
     return key, res, problems
 
@@ -134,7 +138,7 @@ def graph_collect(work: Path) -> Tuple[Dict, Dict, List[str]]:
 
 def kernels_command(c: Ctx) -> List[str]:
     argv = [c.python, "-m", "esamp_kernels.bench", "--out", str(c.work / "kernel_bench")]
-    return argv + (["--dry-run"] if c.dry_run else ["--rep-ms", "100"])
+    return argv + (["--dry-run"] if c.dry_run else ["--rep-ms", "50"])   # 45 shapes x 2: ~10 s of timing
 
 
 def kernels_collect(work: Path) -> Tuple[Dict, Dict, List[str]]:
@@ -155,10 +159,10 @@ def kernels_collect(work: Path) -> Tuple[Dict, Dict, List[str]]:
 
 
 STAGES: Tuple[Stage, ...] = (
-    Stage("server", "(a) real SGLang server, CUDA graphs on", 330, server_command, server_collect,
+    Stage("server", "(a) real SGLang server, CUDA graphs on", 350, server_command, server_collect,
           {"out/logs.tar.gz": "server_logs.tar.gz"}),
-    Stage("graph", "(b) graphed ESamp step vs graph-replayed forward", 140, graph_command, graph_collect),
-    Stage("kernels", "(c) Triton kernels vs references", 50, kernels_command, kernels_collect),
+    Stage("graph", "(b) graphed ESamp step vs graph-replayed forward", 130, graph_command, graph_collect),
+    Stage("kernels", "(c) Triton kernels vs references", 40, kernels_command, kernels_collect),
 )
 BY_NAME = {s.name: s for s in STAGES}
 

@@ -6,7 +6,8 @@ Run it through ``bash benchmarks/gpu/server_check.sh`` (device) or ``... --dry-r
 2. **install** the carried bundle (``gpu_bundle/``, see benchmarks/gpu/bundle.py) into a temp dir; every later
    process gets ``PYTHONPATH=<tmp>/site``, which loads the CUDA stand-in for ``sgl_kernel``
    (``SGLANG_ESAMP_CUDA_STANDIN=1``) and the ESamp plugin in SGLang's spawned processes too. An import check of
-   SGLang's server modules follows, so a missing package fails here, named, in seconds.
+   SGLang's server modules runs beside step 3 and is read before any server starts, so a missing package fails
+   there, named, in seconds.
 3. **model**: a random-weight model from the bundled Qwen2.5-0.5B config (seed 0, bf16, ``save_pretrained``) with
    the bundled tokenizer -- no weights travel. (The config is this project's converted Qwen2.5-Coder-0.5B: untied
    LM head, 0.63 B parameters.) Random weights give flat next-token distributions, so min-p 0.05 keeps many
@@ -51,6 +52,7 @@ import tarfile
 import time
 import urllib.error   # the standard library's HTTP, not serve.server_probe: this process runs on the device's
 import urllib.request  # bare Python (no httpx) and imports nothing of the package before the bundle is installed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -409,6 +411,7 @@ def run(a) -> int:
     bundle = Path(a.bundle).resolve()
     child_env = dict(os.environ)
     tok_dir: Optional[Path] = None
+    import_future = None
     if (bundle / gpu_bundle.ARCHIVE).exists():
         inst = gpu_bundle.install(bundle, work / "esamp", ROOT, cross=a.dry_run)
         steps["install"] = inst
@@ -420,12 +423,8 @@ def run(a) -> int:
             child_env.pop("SGLANG_USE_CPU_ENGINE", None)
             if a.keep_jit:
                 child_env["SGLANG_ESAMP_CUDA_STANDIN_JIT"] = "1"
-            steps["import_check"] = ic = import_check(py, child_env)
-            log(f"import check: {json.dumps(ic)[:2000]}")
-            if not ic["ok"]:
-                save()
-                log("FAIL: SGLang's server modules do not import with the bundle (see import_check)")
-                return 1
+            # the import check (~20 s) runs beside the model build; its verdict is read before any server starts
+            import_future = ThreadPoolExecutor(max_workers=1).submit(import_check, py, child_env)
     else:
         if not a.dry_run:
             steps["install"] = {"error": f"no {bundle / gpu_bundle.ARCHIVE}: carry gpu_bundle"}
@@ -443,6 +442,13 @@ def run(a) -> int:
                                 device="cuda" if (not a.dry_run and steps["env"].get("cuda")) else "cpu")
     log(json.dumps(steps["model"]))
     save()
+    if import_future is not None:
+        steps["import_check"] = ic = import_future.result()
+        log(f"import check: {json.dumps(ic)[:2000]}")
+        if not ic["ok"]:
+            save()
+            log("FAIL: SGLang's server modules do not import with the bundle (see import_check)")
+            return 1
 
     plan = server_plan(str(model_dir), logs, native_ops=a.native_ops)
     bench_cmds = make_bench_cmds(plan, str(model_dir), out)
