@@ -160,7 +160,8 @@ def run_stage(stage: lease_stages.Stage, out: Path, work: Path, python: str, lim
 
 
 def env_info(python: str) -> Dict:
-    info = {"python": python, "platform": platform.platform(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    info = {"python": python, "python_version": platform.python_version(), "platform": platform.platform(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20)
@@ -194,6 +195,11 @@ def table(rows: List[Dict]) -> str:
         seconds = "-" if r.get("seconds") is None else f"{r['seconds']:.0f}"
         lines.append(f"{r['stage']:<8} {r['status']:<8} {seconds:>7}  {' '.join(flat(r.get('key', {})))}")
     return "\n".join(lines)
+
+
+def own_files(stages: List[str]) -> List[str]:
+    extra = [n for s in stages for n in lease_stages.BY_NAME[s].extra_files.values()]
+    return ["summary.json", *(f"{s}.{x}" for s in stages for x in ("json", "log")), *extra]
 
 
 def out_files(out: Path) -> Dict:
@@ -262,6 +268,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     t_start = time.time()
     out = Path(a.outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    for old in own_files(a.stage_list):   # a rehearsal run twice into one folder: no stale stage results
+        (out / old).unlink(missing_ok=True)
     work_root = Path(tempfile.mkdtemp(prefix="esamp-lease-"))
     summary = {"lease": "benchmarks/gpu/lease.sh", "dry_run": a.dry_run, "total_s_limit": a.total_s,
                "env": env_info(a.python), "stages": [{"stage": s, "status": "pending", "budget_s": a.budgets[s]}
@@ -282,7 +290,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                       "key": {}, "problems": [f"{limit:.0f} s left for it"]}
             (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
         else:
-            record = run_stage(stage, out, work_root / name, a.python, limit, a.dry_run, a.faults.get(name))
+            try:
+                record = run_stage(stage, out, work_root / name, a.python, limit, a.dry_run, a.faults.get(name))
+            except Exception as e:  # noqa: BLE001  (the driver's own failure in one stage must not end the lease)
+                record = {"stage": name, "status": "failed", "seconds": None, "budget_s": a.budgets[name],
+                          "key": {}, "problems": [f"lease.py: {type(e).__name__}: {e}"]}
+                log(f"{name}: failed in the driver: {type(e).__name__}: {e}")
         summary["stages"][i] = {k: record.get(k) for k in ("stage", "status", "seconds", "budget_s", "limit_s",
                                                             "problems", "key")}
         save()

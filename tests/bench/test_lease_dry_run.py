@@ -67,6 +67,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_a_stage_that_raises_and_one_that_hangs_leave_the_others(tmp_path):
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "server_logs.tar.gz").write_text("a stale file of an earlier run")   # the lease's own names are cleared
+    (out / "notes.txt").write_text("not the lease's")                          # anything else is left alone
     t0 = time.time()
     # graph's limit: 90 s total - 20 reserved for the driver - 55 for kernels = under 15 s (server's unused budget
     # passes on to it)
@@ -85,6 +88,7 @@ def test_a_stage_that_raises_and_one_that_hangs_leave_the_others(tmp_path):
     orphan = int(re.search(r"orphan pid (\d+)", (out / "graph.log").read_text()).group(1))
     assert orphan in graph["reaped_pids"] and not _alive(orphan)
     assert _stage(out, "kernels")["status"] == "ok" and (out / "kernels.log").stat().st_size > 0
+    assert not (out / "server_logs.tar.gz").exists() and (out / "notes.txt").exists()
     assert re.search(r"^graph\s+timeout", proc.stdout, re.M) and re.search(r"^server\s+failed", proc.stdout, re.M)
 
 
