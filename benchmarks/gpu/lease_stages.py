@@ -90,6 +90,8 @@ def server_collect(work: Path) -> Tuple[Dict, Dict, List[str]]:
     for k in ("ratio_on_off", "ratio_off_stock"):
         if isinstance(bench.get(k), dict):
             key[k] = bench[k].get("median")
+    for arm, v in (bench.get("tok_s") or {}).items():
+        key[f"tok_s_{arm}"] = v.get("median") if isinstance(v, dict) else v
     if res.get("dry_run"):
         key["servers_parsed"] = all(s.get("parsed") for s in steps.get("plan", {}).get("servers", {}).values())
     bench_full = _json(work / "out" / "bench_16x8.json")   # every round, not only the medians
