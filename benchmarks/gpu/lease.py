@@ -10,8 +10,9 @@ Why it is built this way:
   that ends early hands its time on and one that hangs cannot eat a later stage's budget.
 * **The watchdog**: a stage runs in its own process group; at its limit minus ``GRACE_S`` it gets SIGTERM (the
   server stage then stops its servers and saves what ran), at its limit SIGKILL. Then every process still carrying
-  the stage's token in its environment is killed -- SGLang's servers run in sessions of their own, which a process
-  group signal does not reach, and would hold the GPU through the next stage.
+  the stage's token in its environment is killed, and so is every process left to this driver, a subreaper
+  (``prctl``) -- SGLang's servers run in sessions of their own, which a process group signal does not reach, and
+  would hold the GPU through the next stage.
 * **Nothing lost**: a stage's log is written into OUTDIR while it runs (``<stage>.log``); when it ends, for
   whatever reason, ``<stage>.json`` gets its status, seconds and key numbers and the stage script's own JSON, and
   ``summary.json`` is rewritten. A stage that fails or times out leaves the earlier ones' files as they were.
@@ -62,20 +63,63 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------ processes
 
 
-def reap(token: str) -> List[int]:
-    """SIGKILL every process whose environment carries ``TOKEN_ENV=token`` (Linux /proc); their pids."""
-    needle = f"{TOKEN_ENV}={token}".encode()
-    killed = []
+def become_subreaper() -> bool:
+    """PR_SET_CHILD_SUBREAPER: a stage's orphans (SGLang's servers run in sessions of their own) become this
+    driver's children instead of init's, so ``reap`` finds them even where a process rewrote its environment."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0   # 36: PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _procs():
+    """(pid, parent pid, state) of every process /proc shows."""
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                yield int(entry.name), int(fields[1]), fields[0]
+            except (OSError, ValueError, IndexError):
+                pass   # gone meanwhile
+
+
+def _collect_zombies() -> None:
+    while True:
         try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed.append(int(entry.name))
-        except (OSError, ValueError):
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+
+def reap(token: str) -> List[int]:
+    """After a stage: SIGKILL every process whose environment carries ``TOKEN_ENV=token``, then every child left
+    to this driver (a subreaper: orphans come here, a killed server's own children in turn). Their pids."""
+    needle = f"{TOKEN_ENV}={token}".encode()
+    killed = set()
+    for pid, _, _ in _procs():
+        try:
+            if pid != os.getpid() and needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        except OSError:
             pass   # gone, or not ours to read
-    return killed
+    for _ in range(50):
+        _collect_zombies()
+        left = [pid for pid, ppid, state in _procs() if ppid == os.getpid() and state != "Z"]
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    _collect_zombies()
+    return sorted(killed)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -266,13 +310,14 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     a = parse(argv)
     t_start = time.time()
+    subreaper = become_subreaper()
     out = Path(a.outdir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for old in own_files(a.stage_list):   # a rehearsal run twice into one folder: no stale stage results
         (out / old).unlink(missing_ok=True)
     work_root = Path(tempfile.mkdtemp(prefix="esamp-lease-"))
     summary = {"lease": "benchmarks/gpu/lease.sh", "dry_run": a.dry_run, "total_s_limit": a.total_s,
-               "env": env_info(a.python), "stages": [{"stage": s, "status": "pending", "budget_s": a.budgets[s]}
+               "env": env_info(a.python), "subreaper": subreaper, "stages": [{"stage": s, "status": "pending", "budget_s": a.budgets[s]}
                                                      for s in a.stage_list]}
 
     def save() -> None:
@@ -285,7 +330,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         stage = dataclasses.replace(lease_stages.BY_NAME[name], budget_s=a.budgets[name])
         later = sum(a.budgets[s] for s in a.stage_list[i + 1:])
         limit = a.total_s - (time.time() - t_start) - RESERVE_S - later
-        if limit < min(MIN_STAGE_S, a.budgets[name]):
+        if limit < min(MIN_STAGE_S, a.budgets[name]) - 1:   # 1 s: the driver's own time so far
             record = {"stage": name, "status": "skipped", "seconds": 0.0, "budget_s": a.budgets[name],
                       "key": {}, "problems": [f"{limit:.0f} s left for it"]}
             (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -171,13 +171,17 @@ BY_NAME = {s.name: s for s in STAGES}
 
 def fault_command(python: str, kind: str, stage: str) -> List[str]:
     """The command a stage runs instead under ``--fault STAGE=KIND`` (the CPU rehearsal of lease.py's failure
-    paths): ``raise`` fails at once; ``hang`` leaves a child in its own session (as SGLang's servers are), ignores
-    SIGTERM and never ends, so only the watchdog's SIGKILL and the reaper end them."""
+    paths): ``raise`` fails at once; ``hang`` leaves two children in sessions of their own (as SGLang's servers
+    are), ignores SIGTERM and never ends, so only the watchdog's SIGKILL and the reaper end them."""
     if kind == "raise":
         return [python, "-c", f"raise RuntimeError('injected fault: --fault {stage}=raise')"]
+    # two orphans, as SGLang's servers are: one keeps the stage's environment, one has a new one (only the
+    # driver's subreaper finds it)
     code = ("import signal, subprocess, sys, time\n"
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
-            "print('orphan pid', child.pid, flush=True)\n"
+            "sleeper = [sys.executable, '-c', 'import time; time.sleep(600)']\n"
+            "for env in (None, {}):\n"
+            "    child = subprocess.Popen(sleeper, start_new_session=True, env=env)\n"
+            "    print('orphan pid', child.pid, flush=True)\n"
             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
             "time.sleep(600)\n")
     return [python, "-c", code]

@@ -1,7 +1,8 @@
 """benchmarks/gpu/lease.sh, the one command of a GPU lease (issue #45), rehearsed on CPU: every stage's real dry run
 under the watchdog, each stage's files in the output folder, the summary; then a stage that raises and one that
-hangs (ignoring SIGTERM, an orphan in its own session) -- the others' files stay, the summary names what failed and
-what timed out, and the orphan is killed. The GPU numbers themselves come only from a lent GPU."""
+hangs (ignoring SIGTERM, two orphans in sessions of their own, one without the stage's environment) -- the
+others' files stay, the summary names what failed and what timed out, and the orphans are killed. The GPU
+numbers themselves come only from a lent GPU."""
 import json
 import os
 import re
@@ -85,8 +86,10 @@ def test_a_stage_that_raises_and_one_that_hangs_leave_the_others(tmp_path):
     assert server["rc"] != 0 and "injected fault: --fault server=raise" in (out / "server.log").read_text()
     graph = _stage(out, "graph")
     assert graph["limit_s"] <= 15 and graph["seconds"] <= graph["limit_s"] + 2
-    orphan = int(re.search(r"orphan pid (\d+)", (out / "graph.log").read_text()).group(1))
-    assert orphan in graph["reaped_pids"] and not _alive(orphan)
+    orphans = [int(p) for p in re.findall(r"orphan pid (\d+)", (out / "graph.log").read_text())]
+    assert len(orphans) == 2 and summary["subreaper"] is True
+    # the one with the stage's token and the one with a new environment (found as the driver's child)
+    assert set(orphans) <= set(graph["reaped_pids"]) and not any(_alive(p) for p in orphans)
     assert _stage(out, "kernels")["status"] == "ok" and (out / "kernels.log").stat().st_size > 0
     assert not (out / "server_logs.tar.gz").exists() and (out / "notes.txt").exists()
     assert re.search(r"^graph\s+timeout", proc.stdout, re.M) and re.search(r"^server\s+failed", proc.stdout, re.M)
