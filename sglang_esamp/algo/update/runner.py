@@ -137,7 +137,7 @@ def resolve_mode(mode: str, device: torch.device) -> str:
     lost (on/off 0.947 against 1.009 serial). On an H200 with an eager forward (what the server runs while CUDA
     graphs are refused) the step is host-bound and the worker competes with the launching thread for the GIL:
     async took 1.24x serial's time per step at 64 rows x 8 slots and 1.01x at 256 x 32
-    (benchmarks/async_update_check.py); ``async`` stays selectable."""
+    (benchmarks/gpu/async_update_check.py); ``async`` stays selectable."""
     if mode != "auto":
         return mode
     if torch.device(device).type == "cuda":

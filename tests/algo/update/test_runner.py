@@ -105,14 +105,14 @@ def test_auto_mode_is_serial_on_cuda_and_async_on_cpu_only_with_a_core_to_spare(
 
 
 def test_the_gpu_check_async_script_runs_on_cpu_and_its_modes_agree(tmp_path):
-    """benchmarks/async_update_check.py's dry run (its timings are for a GPU, gpu_check.sh step 3): the no-ESamp,
+    """benchmarks/gpu/async_update_check.py's dry run (its timings are for a GPU, gpu/check.sh step 3): the no-ESamp,
     serial and async loops all ran, both ESamp modes trained every step and drew the same tokens with the same
     final weights."""
     import importlib.util
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[3] / "benchmarks" / "async_update_check.py"
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu" / "async_update_check.py"
     spec = importlib.util.spec_from_file_location("async_update_check", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

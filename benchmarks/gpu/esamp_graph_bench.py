@@ -1,7 +1,7 @@
 """ESamp's cost per decode step against a graph-replayed forward of a real model shape (issue #38): PyTorch +
 Triton, no SGLang.
 
-    python benchmarks/esamp_graph_bench.py [--shapes 0.5b,7b] [--rows 64,128,256] [--steps 30] [--dry-run]
+    python benchmarks/gpu/esamp_graph_bench.py [--shapes 0.5b,7b] [--rows 64,128,256] [--steps 30] [--dry-run]
 
 The ``off`` arm is what SGLang does on a GPU: a stand-in decode forward captured in one CUDA graph and replayed --
 per layer the QKV, O, gate/up and down GEMMs at the batch size (bf16, random weights; one layer's weights serve
@@ -18,7 +18,8 @@ Groups of ``--group`` rows share a slot (n=8 by default), beta 0.25, T 1, min-p 
 candidate width is the cap + 1, ``--cap``). The noise is drawn on the device from a fixed seed and passed in, so
 graph and eager arms must give the same tokens and the same final distiller weights (checked, per update mode).
 Prints and saves (``--out``.json/.png): ms per step per arm (median over ``--repeats`` timed runs of ``--steps``
-steps after warm-up), the ratio on/off, kernel launches per step (torch.profiler, one step), and the checks.
+steps after warm-up), the ratio on/off, kernel launches per step (torch.profiler, one step), and the checks. The
+JSON is rewritten after every shape x rows cell, so a run cut off by the lease's watchdog keeps the cells it ended.
 ``--dry-run``: tiny shapes on the CPU (no graphs: the forward runs eagerly and the rule in its ``static`` mode).
 """
 from __future__ import annotations
@@ -214,6 +215,8 @@ def main(argv=None) -> int:
         raise SystemExit("no CUDA device: run with --dry-run on a CPU")
     arms = [x for x in a.arms.split(",") if x]
     table, ok = [], True
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     results = {"settings": vars(a), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "cells": {}}
     for shape_name in a.shapes.split(","):
@@ -249,11 +252,9 @@ def main(argv=None) -> int:
                     r["ratio_to_off"] = r["ms_per_step"] / off
                     r["overhead_pct"] = 100 * (r["ms_per_step"] / off - 1)
             results["cells"][f"{shape_name}x{rows}"] = {"arms": cell, "graph_vs_eager": checks}
+            out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")   # a cut-off run keeps it
             table.append((shape_name, rows, cell, checks))
     print_table(table)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     plot(table, out.with_suffix(".png"))
     print(f"saved {out.with_suffix('.json')} and .png")
     return 0 if ok else 1

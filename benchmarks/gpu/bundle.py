@@ -1,7 +1,7 @@
 """The GPU bundle: what the lent GPU machine lacks to run SGLang's text server with ESamp, in one carried folder.
 
-``bash benchmarks/gpu_bundle.sh`` (= ``python benchmarks/gpu_bundle.py build``) makes ``gpu_bundle/`` (git-ignored;
-a device command names it in ``carry``), prints its size and the total that would travel, and fails above 64 MiB.
+``bash benchmarks/gpu/bundle.sh`` (= ``python benchmarks/gpu/bundle.py build``) makes ``gpu_bundle/`` (git-ignored;
+a device command names it in ``carry``), prints its size and the total that would travel, and fails above 56 MiB.
 ``--check`` (CI, no network) validates the plan and the size arithmetic; ``install`` (on the device) unpacks it.
 
 Decisions (issue #39):
@@ -16,8 +16,9 @@ Decisions (issue #39):
   importing the server's modules (fake CUDA, the stand-in ``sgl_kernel``) and mapping every imported top-level
   module to its distribution, plus their install requirements. Versions are the ones this project's CPU venv runs
   SGLang 0.5.23 with. ``typing-extensions`` 4.16 is carried although the image has one: pydantic 2.14 needs >= 4.16
-  and an older one breaks it; it is backwards compatible. Not carried: sgl-kernel (373 MB; ``sglang_esamp.
-  gpu_shims`` stands in), flashinfer (the triton attention and pytorch sampling backends need none of it).
+  and an older one breaks it; it is backwards compatible. Not carried: sgl-kernel (373 MB; ``esamp_gpu_shims``
+  in ``benchmarks/gpu/shims`` stands in), flashinfer (the triton attention and pytorch sampling backends need none
+  of it).
 * **sglang's wheel, trimmed**: 39 MB as published; 41 MB of it (unpacked) are Rust extensions a text HTTP server
   never loads (gRPC, the Rust HTTP server, a benchmark client, multimodal processors, the opt-in Rust radix tree)
   and 23 MB the diffusion runtime (``sglang.multimodal_gen``, only ``sglang generate``); SGLang's test kits go
@@ -31,16 +32,16 @@ Decisions (issue #39):
   (``TOKENIZER_FILES``), never its weights: the device builds a random-weight model from the config.
 * **Install** (``install --target DIR``): ``DIR/site`` gets the wheels (pip ``--target``), a ``sitecustomize.py``
   that makes ``DIR/site`` a site directory (so its ``.pth`` runs in every process, SGLang's spawned scheduler
-  included; it chains to a ``sitecustomize`` it shadows), ``esamp_device.pth`` (the repo on ``sys.path`` and the
-  CUDA stand-in's import hook) and an ``sglang_esamp`` dist-info carrying the plugin entry point from pyproject.toml
-  (so SGLang's ``load_plugins`` finds ESamp without building the project). ``export PYTHONPATH=DIR/site``.
+  included; it chains to a ``sitecustomize`` it shadows), ``esamp_device.pth`` (the repo and ``benchmarks/gpu/shims``
+  on ``sys.path``, the CUDA stand-in's import hook) and an ``sglang_esamp`` dist-info carrying the plugin entry point
+  from pyproject.toml (so SGLang's ``load_plugins`` finds ESamp without building the project).
+  ``export PYTHONPATH=DIR/site``.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -50,13 +51,17 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import travel  # noqa: E402  (the sibling module: what a device call carries)
+
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLE_DIR = ROOT / "gpu_bundle"
+SHIMS = "benchmarks/gpu/shims"      # the CUDA stand-in for sgl_kernel (package esamp_gpu_shims), outside the wheel
 ARCHIVE = "bundle.tar.xz"
 MANIFEST = "manifest.json"
-LIMIT_BYTES = 64 * 1024 * 1024      # what may travel to the device per call (tracked + untracked + carried)
+LIMIT_BYTES = travel.LIMIT_BYTES    # what may travel per call, tree + bundle: 56 MiB, 8 under the device's 64
 # the last real build measured 16_977_818 bytes (2026-12-06); --check uses this when no bundle is built here
 EXPECTED_BUNDLE_BYTES = 17_000_000
 
@@ -154,47 +159,25 @@ def plan_problems() -> List[str]:
     return out
 
 
-def _git_files(*args: str) -> List[str]:
-    out = subprocess.run(["git", "ls-files", "-z", *args], cwd=ROOT, capture_output=True, check=True).stdout
-    return [p for p in out.decode().split("\0") if p]
-
-
-def _size(paths: Iterable[Path]) -> int:
-    total = 0
-    for p in paths:
-        try:
-            total += os.lstat(p).st_size
-        except FileNotFoundError:
-            pass
-    return total
-
-
 def dir_size(path: Path) -> int:
-    return _size(p for p in Path(path).rglob("*") if p.is_file() or p.is_symlink()) if Path(path).exists() else 0
+    return sum(travel.file_bytes(p) for p in travel.files_under(Path(path)))
 
 
 def travel_sizes(bundle_dir: Path = BUNDLE_DIR, bundle_bytes: Optional[int] = None) -> Dict[str, int]:
-    """What a device call would carry: git-tracked files, untracked files git does not ignore, a checkout-level
-    ``shared/`` when there is one, and the carried bundle."""
-    tracked = _git_files()
-    untracked = _git_files("--others", "--exclude-standard")
-    sizes = {"tracked": _size(ROOT / p for p in tracked), "untracked": _size(ROOT / p for p in untracked),
-             "shared": dir_size(ROOT / "shared") if not any(p.startswith("shared/") for p in tracked) else 0,
-             "bundle": dir_size(bundle_dir) if bundle_bytes is None else bundle_bytes}
-    sizes["total"] = sum(sizes.values())
-    sizes["limit"] = LIMIT_BYTES
-    sizes["headroom"] = LIMIT_BYTES - sizes["total"]
+    """What a device call that carries the bundle would copy (benchmarks/gpu/travel.py counts it)."""
+    sizes = travel.measure(ROOT, carry=(bundle_dir,), carry_bytes=bundle_bytes)
+    sizes["bundle"] = sizes.pop("carried")
     return sizes
 
 
-def mib(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB"
+mib = travel.mib
 
 
 def print_sizes(sizes: Dict[str, int], note: str = "") -> None:
     print(f"[bundle] travel: tracked {mib(sizes['tracked'])} + untracked {mib(sizes['untracked'])} + shared "
           f"{mib(sizes['shared'])} + bundle {mib(sizes['bundle'])}{note} = {mib(sizes['total'])} of "
-          f"{mib(sizes['limit'])} (headroom {mib(sizes['headroom'])})", flush=True)
+          f"{mib(sizes['limit'])} (headroom {mib(sizes['headroom'])}; the device refuses above "
+          f"{mib(travel.DEVICE_LIMIT_BYTES)})", flush=True)
 
 
 def entry_points() -> str:
@@ -378,7 +361,7 @@ def check(bundle_dir: Path) -> int:
 
 # ------------------------------------------------------------------ install (the device; standard library + pip)
 
-SITECUSTOMIZE = '''"""Written by benchmarks/gpu_bundle.py install: makes this folder a site directory, so its .pth
+SITECUSTOMIZE = '''"""Written by benchmarks/gpu/bundle.py install: makes this folder a site directory, so its .pth
 files run in every interpreter that has it on PYTHONPATH (SGLang's spawned scheduler and detokenizer included)."""
 import os as _os
 import site as _site
@@ -400,13 +383,14 @@ def write_site_hooks(site_dir: Path, repo: Path) -> None:
     site_dir.mkdir(parents=True, exist_ok=True)
     (site_dir / "sitecustomize.py").write_text(SITECUSTOMIZE)
     repo = Path(repo).resolve()
-    (site_dir / "esamp_device.pth").write_text(f"{repo}\n{repo / 'kernels'}\nimport sglang_esamp.gpu_shims.finder\n")
+    paths = "".join(f"{p}\n" for p in (repo, repo / "kernels", repo / SHIMS))
+    (site_dir / "esamp_device.pth").write_text(paths + "import esamp_gpu_shims.finder\n")
     info = site_dir / "sglang_esamp-0.1.0.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sglang-esamp\nVersion: 0.1.0\n")
     (info / "entry_points.txt").write_text(entry_points())
     (info / "top_level.txt").write_text("sglang_esamp\n")
-    (info / "INSTALLER").write_text("benchmarks/gpu_bundle.py\n")
+    (info / "INSTALLER").write_text("benchmarks/gpu/bundle.py\n")
 
 
 def install(bundle_dir: Path, target: Path, repo: Path, cross: bool = False) -> Dict[str, object]:
@@ -453,7 +437,7 @@ def install(bundle_dir: Path, target: Path, repo: Path, cross: bool = False) -> 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/gpu_bundle.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="benchmarks/gpu/bundle.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="download, trim, pack (needs a package registry)")
     b.add_argument("--out", type=Path, default=BUNDLE_DIR)
@@ -473,7 +457,7 @@ def main(argv=None) -> int:
         return check(a.out)
     if a.cmd == "install":
         if not (a.bundle / ARCHIVE).exists():
-            print(f"[bundle] no {a.bundle / ARCHIVE}: build it with bash benchmarks/gpu_bundle.sh", file=sys.stderr)
+            print(f"[bundle] no {a.bundle / ARCHIVE}: build it with bash benchmarks/gpu/bundle.sh", file=sys.stderr)
             return 2
         install(a.bundle, a.target, a.repo, cross=a.cross)
         return 0

@@ -3,23 +3,25 @@
 #   1. the kernel tests (they run the kernels in Triton's interpreter against the torch references), 2.
 #   esamp_kernels.bench: the kernels compiled for real, timed against the references at serving shapes, with the
 #   largest |triton - torch| of every shape recorded, 3. the async CUDA-stream update against serial at the
-#   algorithm level (benchmarks/async_update_check.py: ESamp's overhead per step over a no-ESamp loop, same tokens
+#   algorithm level (benchmarks/gpu/async_update_check.py: ESamp's overhead per step over a no-ESamp loop, same tokens
 #   and weights, the top ops of a serial step), 4. ESamp's taps
-#   under CUDA-graph capture and replay (benchmarks/tap_graph_check.py: rows equal eager, a graph without taps is a
+#   under CUDA-graph capture and replay (benchmarks/gpu/tap_graph_check.py: rows equal eager, a graph without taps is a
 #   miss), 5. ESamp's step against a graph-replayed forward of the Qwen2.5-0.5B and -7B shapes
-#   (benchmarks/esamp_graph_bench.py: off / eager / graphed, serial and async; same tokens and weights graphed as
+#   (benchmarks/gpu/esamp_graph_bench.py: off / eager / graphed, serial and async; same tokens and weights graphed as
 #   eager).
-# Results land in ${OUT:-benchmarks/results/gpu}. Usage: bash benchmarks/gpu_check.sh [--dry-run]
+# Results land in ${OUT:-benchmarks/results/gpu}. Usage: bash benchmarks/gpu/check.sh [--dry-run]
 # (--dry-run: CPU, interpreter, tiny sizes -- checks the script itself on a machine without a GPU).
 # STEPS="2 5" runs only those steps (a short device lease: the numbers that are still missing first).
 # each step runs even if an earlier one failed (one device lease: a failed step must not hide the others)
 set -uo pipefail
 FAILED=()
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.." || exit 2
 OUT="${OUT:-benchmarks/results/gpu}"
 [ "${1:-}" = "--dry-run" ] && OUT="${OUT_DRY:-/tmp/esamp-gpu-check-dry}"
 DRY=0; [ "${1:-}" = "--dry-run" ] && DRY=1
-PY="${PYTHON:-python}"; [ -x .venv/bin/python ] && [ "$DRY" = 1 ] && PY=.venv/bin/python
+DRYFLAG=(); [ "$DRY" = 1 ] && DRYFLAG=(--dry-run)
+# $PYTHON when set; else the project venv in a dry run, the image's python on the device
+PY="${PYTHON:-}"; [ -z "$PY" ] && [ -x .venv/bin/python ] && [ "$DRY" = 1 ] && PY=.venv/bin/python; PY="${PY:-python3}"
 mkdir -p "$OUT"
 # the repository's packages without installing them (no SGLang is needed for these checks)
 export PYTHONPATH="$PWD:$PWD/kernels${PYTHONPATH:+:$PYTHONPATH}"
@@ -34,22 +36,22 @@ tail -5 "$OUT/kernel_tests.txt"
 }
 want 2 && {
 echo "== 2. kernel bench"
-timeout 180 "$PY" -m esamp_kernels.bench --out "$OUT/kernel_bench" $( [ "$DRY" = 1 ] && echo --dry-run ) 2>&1 \
+timeout 180 "$PY" -m esamp_kernels.bench --out "$OUT/kernel_bench" "${DRYFLAG[@]}" 2>&1 \
   | tail -30 | tee "$OUT/kernel_bench.txt" || FAILED+=(kernel_bench)
 }
 want 3 && {
 echo "== 3. async vs serial update"
-timeout 180 "$PY" benchmarks/async_update_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --profile 5 --out "$OUT/async_update_check" \
+timeout 180 "$PY" benchmarks/gpu/async_update_check.py "${DRYFLAG[@]}" --profile 5 --out "$OUT/async_update_check" \
   2>&1 | tee "$OUT/async_update.txt" || FAILED+=(async_update)
 }
 want 4 && {
 echo "== 4. taps under CUDA-graph replay"
-timeout 120 "$PY" benchmarks/tap_graph_check.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/tap_graph_check.json" \
+timeout 120 "$PY" benchmarks/gpu/tap_graph_check.py "${DRYFLAG[@]}" --out "$OUT/tap_graph_check.json" \
   2>&1 | tee "$OUT/tap_graph_check.txt" || FAILED+=(tap_graph)
 }
 want 5 && {
 echo "== 5. ESamp step vs a graph-replayed forward"
-timeout 300 "$PY" benchmarks/esamp_graph_bench.py $( [ "$DRY" = 1 ] && echo --dry-run ) --out "$OUT/esamp_graph_bench" \
+timeout 300 "$PY" benchmarks/gpu/esamp_graph_bench.py "${DRYFLAG[@]}" --out "$OUT/esamp_graph_bench" \
   2>&1 | tee "$OUT/esamp_graph_bench.txt" || FAILED+=(esamp_graph_bench)
 }
 if [ ${#FAILED[@]} -gt 0 ]; then echo "gpu_check FAILED steps: ${FAILED[*]} ($OUT)"; exit 1; fi

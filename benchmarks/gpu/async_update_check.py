@@ -1,7 +1,8 @@
 """Algorithm-level check of the overlapped distiller update: serial vs async (worker thread, and on CUDA its side
 stream + events), on a synthetic decode loop with a stand-in "forward" on the main stream. No SGLang needed.
 
-    python benchmarks/async_update_check.py [--device cuda] [--steps 60] [--out benchmarks/results/async_update_check]
+    python benchmarks/gpu/async_update_check.py [--device cuda] [--steps 60]
+        [--out benchmarks/results/async_update_check]
 
 Per step: forward stand-in (matmuls sized like a small model's decode step) -> predict -> ESamp rule over the
 full-vocabulary logits -> update. Mode ``off`` is the same loop without ESamp (forward, logits, a Gumbel draw), so

@@ -2,7 +2,7 @@
 
 **When it acts.** Only when *all* of these hold:
 
-* ``SGLANG_ESAMP_CUDA_STANDIN=1`` -- an explicit opt-in (``benchmarks/gpu_server_check.sh`` sets it on the lent GPU
+* ``SGLANG_ESAMP_CUDA_STANDIN=1`` -- an explicit opt-in (``benchmarks/gpu/server_check.sh`` sets it on the lent GPU
   machine, which has a CUDA torch but no sgl-kernel wheel and no way to download one);
 * ``SGLANG_USE_CPU_ENGINE`` is not ``1`` -- on the CPU machines the CPU stub (``cpu_shims``) keeps its job and this
   module does nothing;
@@ -28,7 +28,7 @@
 Also, when active: ``SGLANG_SKIP_SGL_KERNEL_VERSION_CHECK=1`` by default (SGLang's engine otherwise asserts that
 the ``sglang-kernel`` distribution is installed). The first process that serves the stand-in says so on stderr.
 
-Importing this module installs the hooks (when active). On the GPU machine ``benchmarks/gpu_bundle.py install``
+Importing this module installs the hooks (when active). On the GPU machine ``benchmarks/gpu/bundle.py install``
 writes a ``.pth`` line that imports it in every interpreter (SGLang's scheduler and detokenizer are spawned
 processes that import ``sgl_kernel`` before any plugin loads); elsewhere, import it before SGLang.
 """
@@ -85,7 +85,7 @@ def jit_replaced() -> bool:
 
 
 def _ops():
-    return importlib.import_module("sglang_esamp.gpu_shims.ops")
+    return importlib.import_module("esamp_gpu_shims.ops")
 
 
 def _not_in_standin(module: str, name: str):
