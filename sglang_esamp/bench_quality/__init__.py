@@ -87,7 +87,7 @@ perplexity calls inside them never use ESamp).
 
 Outputs (report.py) and the cache (cache.py)
 --------------------------------------------
-``OUTPUT/results.json`` (schema ``sglang-esamp/bench_quality/v1``): ``model``, ``server`` (URL, model path, warm start,
+``OUTPUT/results.json`` (schema ``sglang-esamp/bench_quality/v2``): ``model``, ``server`` (URL, model path, warm start,
 the ESamp config), ``settings``, ``skipped_methods`` (name -> reason), ``errors``, ``tasks.<task>`` = {``problems``,
 ``baseline``, ``methods.<name>`` = {``method`` (its parameters), ``settings_hash``, ``complete_problems``,
 ``missing_problems``, ``figures.<metric>`` = {mean, se, problems}, ``per_problem.<metric>`` = [...],
@@ -96,7 +96,12 @@ the ESamp config), ``settings``, ``skipped_methods`` (name -> reason), ``errors`
 problems}}: how far each other method lies above the temperature sweep's line at its own quality (x = pass@1 or
 the mean NLL; y = Vendi, distinct-2, pass@n; on the problems every involved method has; never extrapolated;
 frontier.py)}, ``command``, ``generation_commands`` (every run that generated samples into this
-OUTPUT, oldest first, kept in ``run.json`` and by ``--report-only``) and ``generation_command`` (the latest of them), and ``samples`` = every sample (task, problem, method, index, text, score, nll, esamp meta, ...).
+OUTPUT, oldest first, kept in ``run.json`` and by ``--report-only``) and ``generation_command`` (the latest of them),
+and ``sample_files.<task>.<method>`` = the sample file the figures come from (``samples/<task>/<method>.jsonl.gz``).
+The samples are not inlined (schema v1, to 2026-12-06, inlined all of them under ``samples``: 12 MiB for GSM8K-100
+x n=8): ``cache.read_samples(OUTPUT)`` reads them in that form, and ``--report-only`` rebuilds results.json,
+results.md and the plots from them. ``python -m sglang_esamp.bench_quality.migrate OUTPUT...`` rewrites a v1 folder
+to v2 after checking that every inlined sample is in its sample files (migrate.py).
 ``OUTPUT/results.md`` the table, the paired differences, pass@k at k = 1, 2, 4, ..., n with paired differences (correctness tasks, n > 2) and the frontier gaps; ``OUTPUT/pass_at_k.png`` pass@k curves per method with SE bars;
 ``OUTPUT/frontier.png`` per task: x = quality (pass@1, or perplexity for open prompts), y = pass@n or diversity
 (Vendi, distinct-2), the temperature sweep drawn as a line and the other methods (ESamp, sharpening control,

@@ -1,4 +1,6 @@
-"""Outputs: ``results.json`` (every sample and score, all figures), ``results.md`` (the table), and two plots.
+"""Outputs: ``results.json`` (the run's metadata and every figure; schema v2: no samples), ``results.md`` (the
+tables), and two plots. The samples themselves stay in ``samples/<task>/<method>.jsonl.gz`` (cache.py), from which
+``--report-only`` rebuilds all of these.
 
   pass_at_k.png   pass@k for k = 1..n per method (one panel per correctness task), bootstrap SE bars
   frontier.png    one row per task: quality on x (pass@1, or perplexity for open prompts: lower is better),
@@ -15,26 +17,17 @@ from typing import Dict, Optional
 
 from .metrics import report_ks
 
-SCHEMA = "sglang-esamp/bench_quality/v1"
-SAMPLE_FIELDS = ("task", "problem", "method", "index", "settings_hash", "text", "score", "completion_tokens",
-                 "finish_reason", "esamp", "logprob_sum", "scored_tokens", "uncertain_positions", "gap_positions",
-                 "request_latency_s")
+# v1 (to 2026-12-06) also inlined every sample under "samples"; v2 names the sample files instead
+SCHEMA = "sglang-esamp/bench_quality/v2"
 
 
-def sample_view(rec: dict) -> dict:
-    out = {k: rec.get(k) for k in SAMPLE_FIELDS}
-    n = rec.get("scored_tokens") or 0
-    out["nll"] = -rec["logprob_sum"] / n if n and rec.get("logprob_sum") is not None else None
-    return out
+def sample_files(summary: dict) -> Dict[str, Dict[str, str]]:
+    """{task: {method: the path of its samples, relative to OUTPUT}} for every method the summary has."""
+    return {task: {m: f"samples/{task}/{m}.jsonl.gz" for m in t["methods"]} for task, t in summary.items()}
 
 
 def build_json(summary: dict, meta: dict) -> dict:
-    tasks, samples = {}, []
-    for name, t in summary.items():
-        tasks[name] = {k: v for k, v in t.items() if k != "samples"}
-        for recs in t["samples"].values():
-            samples.extend(sample_view(r) for r in recs)
-    return {"schema": SCHEMA, **meta, "tasks": tasks, "samples": samples}
+    return {"schema": SCHEMA, **meta, "tasks": summary, "sample_files": sample_files(summary)}
 
 
 def write_json(path: Path, doc: dict):
@@ -282,6 +275,9 @@ def write_all(out_dir: Path, doc: dict, plots: bool = True) -> Dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
     write_json(files["json"], doc)
+    stale = out_dir / "results.json.gz"          # a v1 results.json committed compressed: replaced by the above
+    if stale.exists():
+        stale.unlink()
     files["markdown"].write_text(markdown(doc))
     if plots:
         for key, fn in (("pass_at_k", plot_pass_at_k), ("frontier", plot_frontier)):

@@ -78,7 +78,6 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
         probs = problems[task.name]
         idx = M.bootstrap_indices(len(probs), reps, seed) if probs else np.zeros((0, 0), dtype=int)
         per_method: Dict[str, Dict[str, List[Optional[float]]]] = {}
-        samples: Dict[str, List[dict]] = {}
         task_out = {"problems": [p.id for p in probs], "methods": {}}
         for m in sorted(methods, key=lambda m: m.sort_key()):
             shash = settings_hash(settings_of(task, m))
@@ -95,7 +94,6 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
             keys = sorted({k for r in rows for k in r})
             cols: Dict[str, List[Optional[float]]] = {k: [r.get(k) for r in rows] for k in keys}
             per_method[m.name] = cols
-            samples[m.name] = [r for g in have for r in g]
             figures = {k: M.mean_se(v, idx) for k, v in sorted(cols.items())}
             if figures.get("nll", {}).get("mean") is not None:
                 nll = figures["nll"]
@@ -138,6 +136,5 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
                  if m.is_temperature_sweep and m.name in per_method]
         task_out["frontier"] = {"sweep": sweep, "gaps": frontier_gaps(
             per_method, sweep, axis_pairs(task.has_correctness, n), idx)}
-        task_out["samples"] = samples
         out[task.name] = task_out
     return out
