@@ -112,9 +112,12 @@ def test_run_writes_the_schema_and_every_sample(bench):
         for name, m in t["methods"].items():
             assert m["complete_problems"] == 2 and m["missing_problems"] == 0
             f = m["figures"]
-            expected = {"vendi", "cosine", "distinct2", "distinct3", "nll", "ppl", "completion_tokens"}
+            expected = {"vendi", "cosine", "distinct2", "distinct3", "distinct2_pair", "nll", "ppl",
+                        "completion_tokens"}
             if task != "open":
                 expected |= {"pass@1", "pass@2"}
+            if task == "gsm8k":                               # the strict scorer beside math-verify
+                expected |= {"strict_pass@1", "strict_pass@2", "strict_differs"}
             assert expected <= set(f), (task, name, sorted(f))
             assert 1.0 - 1e-6 <= f["vendi"]["mean"] <= 2.0 + 1e-6
             if task != "open":
@@ -182,9 +185,10 @@ def test_frontier_gaps_place_the_other_methods_against_the_temperature_line(benc
         fr = t["frontier"]
         assert fr["sweep"] == [COLD, PLAIN], task
         assert set(fr["gaps"]) == {SHARPEN, ESAMP}, task
-        pairs = {"vendi vs nll", "distinct2 vs nll"} | (set() if task == "open" else
+        pairs = {"vendi vs nll", "distinct2 vs nll", "distinct2_pair vs nll"} | (set() if task == "open" else
                                                         {"vendi vs pass@1", "distinct2 vs pass@1", "pass@2 vs pass@1"})
-        for name, per in fr["gaps"].items():
+        assert set(fr["gaps_concave"]) == set(fr["gaps"]), task
+        for name, per in [*fr["gaps"].items(), *fr["gaps_concave"].items()]:
             assert set(per) == pairs, (task, name)
             for g in per.values():
                 assert g is None or (0.0 <= g["inside"] <= 1.0 and g["problems"] <= 2), g
