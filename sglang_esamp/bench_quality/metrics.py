@@ -5,7 +5,9 @@ Per problem (one group of n samples of one method):
   vendi       Vendi score (``vendi_score.vendi.score_K``) of the cosine-similarity matrix of the n completions'
               unit-norm MiniLM embeddings: the effective number of distinct samples, in [1, n]
   cosine      mean pairwise cosine similarity of those embeddings (lower = more diverse)
-  distinct-n  distinct n-grams / all n-grams over the group's word tokens (lower-cased ``\\w+`` and punctuation)
+  distinct-n  distinct n-grams / all n-grams over the group's word tokens (lower-cased ``\\w+`` and punctuation),
+              pooled over the group (grows with repetition across all n samples, and with n)
+  distinct-n pair  the same over each pair of samples, averaged over the n(n-1)/2 pairs (independent of n)
   nll         mean negative log-likelihood per completion token under the served model; perplexity = exp(nll)
 A method's figure is the mean over problems; its standard error comes from a bootstrap over problems, and
 differences between methods use the *same* resampled problems for both (paired), so shared problem difficulty
@@ -53,6 +55,13 @@ def distinct_n(texts: Sequence[str], n: int) -> Optional[float]:
             grams.add(tuple(w[i:i + n]))
             total += 1
     return len(grams) / total if total else None
+
+
+def distinct_n_pairs(texts: Sequence[str], n: int) -> Optional[float]:
+    """distinct-n of each pair of texts (their n-grams pooled), averaged over the pairs that have n-grams."""
+    vals = [distinct_n([a, b], n) for i, a in enumerate(texts) for b in texts[i + 1:]]
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 def cosine_matrix(emb: np.ndarray) -> np.ndarray:

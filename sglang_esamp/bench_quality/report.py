@@ -1,8 +1,11 @@
-"""Outputs: ``results.json`` (every sample and score, all figures), ``results.md`` (the table), and two plots.
+"""Outputs: ``results.json`` (the run's metadata and every figure; schema v2: no samples), ``results.md`` (the
+tables), and two plots. The samples themselves stay in ``samples/<task>/<method>.jsonl.gz`` (cache.py), from which
+``--report-only`` rebuilds all of these.
 
   pass_at_k.png   pass@k for k = 1..n per method (one panel per correctness task), bootstrap SE bars
   frontier.png    one row per task: quality on x (pass@1, or perplexity for open prompts: lower is better),
-                  diversity or pass@n on y; the plain temperature sweep is drawn as a line (labelled by T), the
+                  diversity or pass@n on y; the plain temperature sweep is drawn as a line (labelled by T) with its
+                  monotone concave fit dotted (frontier.py), the
                   other baselines as grey markers, the sharpening control as squares, and ESamp beside them
                   (circles = random init, triangles = warm start; hollow = with min-p 0.1)
 """
@@ -13,28 +16,20 @@ import math
 from pathlib import Path
 from typing import Dict, Optional
 
+from .frontier import concave_fit
 from .metrics import report_ks
 
-SCHEMA = "sglang-esamp/bench_quality/v1"
-SAMPLE_FIELDS = ("task", "problem", "method", "index", "settings_hash", "text", "score", "completion_tokens",
-                 "finish_reason", "esamp", "logprob_sum", "scored_tokens", "uncertain_positions", "gap_positions",
-                 "request_latency_s")
+# v1 (to 2026-12-06) also inlined every sample under "samples"; v2 names the sample files instead
+SCHEMA = "sglang-esamp/bench_quality/v2"
 
 
-def sample_view(rec: dict) -> dict:
-    out = {k: rec.get(k) for k in SAMPLE_FIELDS}
-    n = rec.get("scored_tokens") or 0
-    out["nll"] = -rec["logprob_sum"] / n if n and rec.get("logprob_sum") is not None else None
-    return out
+def sample_files(summary: dict) -> Dict[str, Dict[str, str]]:
+    """{task: {method: the path of its samples, relative to OUTPUT}} for every method the summary has."""
+    return {task: {m: f"samples/{task}/{m}.jsonl.gz" for m in t["methods"]} for task, t in summary.items()}
 
 
 def build_json(summary: dict, meta: dict) -> dict:
-    tasks, samples = {}, []
-    for name, t in summary.items():
-        tasks[name] = {k: v for k, v in t.items() if k != "samples"}
-        for recs in t["samples"].values():
-            samples.extend(sample_view(r) for r in recs)
-    return {"schema": SCHEMA, **meta, "tasks": tasks, "samples": samples}
+    return {"schema": SCHEMA, **meta, "tasks": summary, "sample_files": sample_files(summary)}
 
 
 def write_json(path: Path, doc: dict):
@@ -59,14 +54,21 @@ def _diff_cell(d: Optional[dict]) -> Optional[str]:
     return f"{_fmt(d)} ({d['wins']}/{d['losses']})" if d and d.get("mean") is not None else None
 
 
-def _frontier_lines(t: dict) -> list:
+FRONTIER_TITLES = {
+    "gaps": "Above the temperature line ({sweep}) at the method's own quality: diversity − the line's value there",
+    "gaps_concave": "Above the sweep's monotone concave fit ({sweep}; the least-squares concave quadratic, "
+                    "frontier.py) at the method's own quality: diversity − the fit's value there",
+}
+
+
+def _frontier_lines(t: dict, which: str = "gaps") -> list:
     fr = t.get("frontier") or {}
-    gaps, sweep = fr.get("gaps") or {}, fr.get("sweep") or []
+    gaps, sweep = fr.get(which) or {}, fr.get("sweep") or []
     if not gaps:
         return []
     keys = list(next(iter(gaps.values())).keys())
-    lines = ["", f"Above the temperature line ({', '.join(f'`{s}`' for s in sweep)}) at the method's own quality: "
-             "diversity − the line's value there (mean ± paired bootstrap SE; [x] = the method's quality, pass@1 "
+    title = FRONTIER_TITLES[which].format(sweep=", ".join(f"`{s}`" for s in sweep))
+    lines = ["", title + " (mean ± paired bootstrap SE; [x] = the method's quality, pass@1 "
              "or perplexity; – = outside the sweep's range, not extrapolated; (in q%) = share of resamples that "
              "fell inside it when under 100 %):", "",
              "| method | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
@@ -83,6 +85,26 @@ def _frontier_lines(t: dict) -> list:
                 cell += f" (in {100 * g['inside']:.0f}%)"
             cells.append(cell)
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _strict_lines(methods: dict, baseline: Optional[str], n: int) -> list:
+    """math-verify's and the strict scorer's pass@1 and pass@n side by side, with the strict Δ against the baseline."""
+    rows = [(name, m) for name, m in methods.items() if "strict_pass@1" in m["figures"]]
+    if not rows:
+        return []
+    lines = ["", "Strict scoring (strict_math.py: the last boxed or \"answer is\" number must equal the gold) beside "
+             f"math-verify; Δ against `{baseline}` ± paired SE (problems won/lost); differ = share of samples the "
+             "two scorers judge differently:", "",
+             f"| method | pass@1 math-verify | pass@1 strict | pass@{n} math-verify | pass@{n} strict | "
+             f"Δ pass@1 strict | Δ pass@{n} strict | differ |", "|" + "---|" * 8]
+    for name, m in rows:
+        f, d = m["figures"], m.get("vs_baseline") or {}
+        lines.append(f"| `{name}` | " + " | ".join([
+            _fmt(f.get("pass@1")), _fmt(f.get("strict_pass@1")), _fmt(f.get(f"pass@{n}")),
+            _fmt(f.get(f"strict_pass@{n}")), _diff_cell(d.get("strict_pass@1")) or "–",
+            _diff_cell(d.get(f"strict_pass@{n}")) or "–",
+            _fmt(f.get("strict_differs"), 1, pct=True) + "%"]) + " |")
     return lines
 
 
@@ -107,6 +129,8 @@ def markdown(doc: dict) -> str:
     lines.append(f"n = {st.get('n')} samples per problem, max {st.get('max_tokens')} new tokens, "
                  f"limit {st.get('limit')}, concurrency {st.get('concurrency')}; ± = bootstrap SE over problems "
                  f"({st.get('bootstrap')} resamples). Server warm start: {doc.get('server', {}).get('warm_start')}.")
+    if st.get("diversity"):
+        lines += ["", f"Diversity (Vendi, cos, dist-n) measured {st['diversity']}."]
     lines.append("")
     for task, t in doc["tasks"].items():
         methods = t["methods"]
@@ -117,8 +141,9 @@ def markdown(doc: dict) -> str:
         head = ["method"]
         if correct:
             head += ["pass@1", f"pass@{n}"]
-        head += ["Vendi", "cos", "dist-2", "dist-3", "PPL", ">1 cand (ESamp rows)", "uncertain pos.", "tokens",
-                 "trunc.", "tok/s", "problems"]
+        pairs = any("distinct2_pair" in m["figures"] for m in methods.values())
+        head += ["Vendi", "cos", "dist-2", "dist-3"] + (["dist-2 pair"] if pairs else []) + \
+            ["PPL", ">1 cand (ESamp rows)", "uncertain pos.", "tokens", "trunc.", "tok/s", "problems"]
         lines += [f"## {task} (baseline for paired differences: {t.get('baseline')})", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, m in methods.items():
@@ -127,7 +152,8 @@ def markdown(doc: dict) -> str:
             if correct:
                 row += [_fmt(f.get("pass@1")), _fmt(f.get(f"pass@{n}"))]
             row += [_fmt(f.get("vendi"), 2), _fmt(f.get("cosine")), _fmt(f.get("distinct2")),
-                    _fmt(f.get("distinct3")), _fmt(f.get("ppl"), 2),
+                    _fmt(f.get("distinct3"))] + ([_fmt(f.get("distinct2_pair"))] if pairs else []) + [
+                    _fmt(f.get("ppl"), 2),
                     _fmt(f.get("multi_candidate_share"), 1, pct=True) + ("%" if f.get("multi_candidate_share",
                                                                                     {}).get("mean") is not None
                                                                      else ""),
@@ -140,7 +166,8 @@ def markdown(doc: dict) -> str:
             lines.append("| " + " | ".join(row) + " |")
         diffs = [(name, m["vs_baseline"]) for name, m in methods.items() if m.get("vs_baseline")]
         if diffs:
-            keys = [k for k in (["pass@1", f"pass@{n}"] if correct else []) + ["vendi", "distinct2", "nll"]]
+            keys = [k for k in (["pass@1", f"pass@{n}"] if correct else []) + ["vendi", "distinct2", "nll"]] + \
+                (["distinct2_pair"] if pairs else [])
             lines += ["", f"Paired differences against `{t.get('baseline')}` (mean ± SE; wins/losses over problems):",
                       "", "| method | " + " | ".join(f"Δ {k}" for k in keys) + " |", "|" + "---|" * (len(keys) + 1)]
             for name, d in diffs:
@@ -148,7 +175,10 @@ def markdown(doc: dict) -> str:
                 lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
         if correct and n and n > 2:
             lines += _pass_at_k_lines(methods, t.get("baseline"), n)
-        lines += _frontier_lines(t)
+        if correct and n:
+            lines += _strict_lines(methods, t.get("baseline"), n)
+        lines += _frontier_lines(t, "gaps")
+        lines += _frontier_lines(t, "gaps_concave")
         lines.append("")
     if doc.get("skipped_methods"):
         lines += ["Skipped methods:", ""] + [f"- `{k}`: {v}" for k, v in doc["skipped_methods"].items()] + [""]
@@ -234,6 +264,12 @@ def _frontier_panel(ax, t: dict, xkey: str, ykey: str, xlabel: str, ylabel: str,
                     label="temperature sweep")
         for temp, x, y, _, _ in sweep:
             ax.annotate(f"T={temp:g}", (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
+        fit = concave_fit([s[1] for s in sweep], [s[2] for s in sweep])
+        if fit is not None and len(sweep) > 2:
+            import numpy as np
+
+            xs = np.linspace(min(s[1] for s in sweep), max(s[1] for s in sweep), 50)
+            ax.plot(xs, np.polyval(fit, xs), ls=":", color="black", lw=1, label="concave fit of the sweep")
     if xkey == "ppl":
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
@@ -282,6 +318,9 @@ def write_all(out_dir: Path, doc: dict, plots: bool = True) -> Dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "results.json", "markdown": out_dir / "results.md"}
     write_json(files["json"], doc)
+    stale = out_dir / "results.json.gz"          # a v1 results.json committed compressed: replaced by the above
+    if stale.exists():
+        stale.unlink()
     files["markdown"].write_text(markdown(doc))
     if plots:
         for key, fn in (("pass_at_k", plot_pass_at_k), ("frontier", plot_frontier)):

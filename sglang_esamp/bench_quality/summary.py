@@ -3,7 +3,9 @@
 Only problems with all n samples of a method are used; for each task every method is evaluated on the same
 problem list (the first ``--limit``), and every bootstrap replicate resamples the same problem indices for all
 methods, so differences against ``--baseline`` are paired.
-Per method: pass@1..n (correctness tasks), vendi, cosine, distinct-2/3, nll and ppl (= exp of the mean over
+Per method: pass@1..n (correctness tasks; for GSM8K also ``strict_pass@1`` / ``strict_pass@n`` under the strict
+scorer of strict_math.py and ``strict_differs``, the share of samples where it and math-verify disagree), vendi,
+cosine, distinct-2/3 and distinct2_pair, measured as ``--diversity`` says (DIVERSITY below), nll and ppl (= exp of the mean over
 problems of the group-mean NLL per token), mean completion tokens, share truncated at --max-tokens, the share of
 ESamp rows with more than one candidate (server, ``meta_info.esamp.multi_candidate_rows / rows``), the share of
 completion positions where the model's 2nd token is within 10x of its 1st (client side, from the perplexity
@@ -11,7 +13,8 @@ call: where min-p 0.1 at T=1 keeps more than one candidate; comparable across al
 (steps, mean_novelty, last_loss, bank-full fallbacks), tokens/s of the blocks that generated the samples (those
 run with one server on the machine where there are any: ``--workers`` blocks share the cores), and the server
 counter deltas over those blocks. Per task, ``frontier``: each other method's distance above the
-temperature sweep's line at its own quality (``frontier.py``).
+temperature sweep at its own quality, against the straight line through its points (``gaps``) and against a
+monotone concave fit (``gaps_concave``; frontier.py).
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ import numpy as np
 from . import metrics as M
 from .cache import SampleCache, settings_hash
 from .frontier import axis_pairs, frontier_gaps
+from .generated import DIVERSITY, generated_text
 from .methods import Method
 from .tasks import Problem, Task
 
-MAIN_METRICS = ("pass@1", "vendi", "cosine", "distinct2", "distinct3", "nll")
+MAIN_METRICS = ("pass@1", "vendi", "cosine", "distinct2", "distinct3", "distinct2_pair", "nll")
 
 
 def _mean(xs) -> Optional[float]:
@@ -38,17 +42,28 @@ def _share(num, den) -> Optional[float]:
     return float(num) / float(den) if den else None
 
 
-def problem_values(task: Task, group: List[dict], emb: Optional[np.ndarray]) -> Dict[str, Optional[float]]:
-    texts = [r["text"] for r in group]
+def problem_values(task: Task, group: List[dict], emb: Optional[np.ndarray], texts: Optional[List[str]] = None,
+                   strict: Optional[List[Optional[bool]]] = None, pairs: bool = False) -> Dict[str, Optional[float]]:
+    """One problem's figures from its n samples; diversity on ``texts`` (default: the replies), the strict verdicts
+    (``strict``, None where the task has none) beside the task's own."""
+    texts = [r["text"] for r in group] if texts is None else texts
     v: Dict[str, Optional[float]] = {}
     if task.has_correctness:
-        for k, p in M.pass_at_ks([bool((r.get("score") or {}).get("correct")) for r in group]).items():
+        correct = [bool((r.get("score") or {}).get("correct")) for r in group]
+        for k, p in M.pass_at_ks(correct).items():
             v[f"pass@{k}"] = p
+        if strict is not None and all(x is not None for x in strict):
+            n = len(group)
+            for k in sorted({1, n}):
+                v[f"strict_pass@{k}"] = M.pass_at_k(n, sum(strict), k)
+            v["strict_differs"] = _mean([float(a != b) for a, b in zip(correct, strict)])
     if emb is not None:
         v["vendi"] = M.vendi(emb)
         v["cosine"] = M.mean_pairwise_cosine(emb)
     v["distinct2"] = M.distinct_n(texts, 2)
     v["distinct3"] = M.distinct_n(texts, 3)
+    if pairs:
+        v["distinct2_pair"] = M.distinct_n_pairs(texts, 2)
     nlls = [-r["logprob_sum"] / r["scored_tokens"] for r in group if r.get("scored_tokens") and
             r.get("logprob_sum") is not None]
     v["nll"] = M.finite_or_none(_mean(nlls))
@@ -71,14 +86,15 @@ def problem_values(task: Task, group: List[dict], emb: Optional[np.ndarray]) -> 
 
 def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods: Sequence[Method],
               cache: SampleCache, settings_of, n: int, blocks: Sequence[dict], *, baseline: Optional[str],
-              embedder=None, reps: int = 1000, seed: int = 0) -> dict:
-    """``settings_of(task, method)`` -> the settings dict of the cache key."""
+              embedder=None, reps: int = 1000, seed: int = 0, diversity: str = "generated") -> dict:
+    """``settings_of(task, method)`` -> the settings dict of the cache key; ``diversity``: a key of DIVERSITY."""
+    if diversity not in DIVERSITY:
+        raise ValueError(f"diversity {diversity!r}: one of {', '.join(DIVERSITY)}")
     out = {}
     for task in tasks:
         probs = problems[task.name]
         idx = M.bootstrap_indices(len(probs), reps, seed) if probs else np.zeros((0, 0), dtype=int)
         per_method: Dict[str, Dict[str, List[Optional[float]]]] = {}
-        samples: Dict[str, List[dict]] = {}
         task_out = {"problems": [p.id for p in probs], "methods": {}}
         for m in sorted(methods, key=lambda m: m.sort_key()):
             shash = settings_hash(settings_of(task, m))
@@ -86,16 +102,27 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
             have = [g for g in groups if g is not None]
             if not have:
                 continue
+            generated = diversity == "generated"
+            pgroups = [(p, g) for p, g in zip(probs, groups) if g is not None]
+            texts = [[generated_text(task.name, p.data, r["text"]) if generated else r["text"] for r in g]
+                     for p, g in pgroups]
+            stricts = [[task.strict_correct(p, r["text"]) for r in g] for p, g in pgroups]
             embs = None
             if embedder is not None:
-                flat = embedder.encode([r["text"] for g in have for r in g])
-                embs = iter(flat.reshape(len(have), n, -1))
-            rows = [problem_values(task, g, next(embs) if embs is not None else None) if g else {}
-                    for g in groups]
+                flat = embedder.encode([t for ts in texts for t in ts], chunked=generated)
+                embs = flat.reshape(len(have), n, -1)
+            per = iter(range(len(have)))
+            rows = []
+            for g in groups:
+                if not g:
+                    rows.append({})
+                    continue
+                i = next(per)
+                rows.append(problem_values(task, g, embs[i] if embs is not None else None, texts[i], stricts[i],
+                                           pairs=generated))
             keys = sorted({k for r in rows for k in r})
             cols: Dict[str, List[Optional[float]]] = {k: [r.get(k) for r in rows] for k in keys}
             per_method[m.name] = cols
-            samples[m.name] = [r for g in have for r in g]
             figures = {k: M.mean_se(v, idx) for k, v in sorted(cols.items())}
             if figures.get("nll", {}).get("mean") is not None:
                 nll = figures["nll"]
@@ -127,7 +154,7 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
         base = baseline if baseline in per_method else (next(iter(per_method), None))
         task_out["baseline"] = base
         if base is not None:
-            passes = {f"pass@{k}" for k in M.report_ks(n)}
+            passes = {f"pass@{k}" for k in M.report_ks(n)} | {f"strict_pass@{k}" for k in (1, n)}
             for name, cols in per_method.items():
                 if name == base:
                     continue
@@ -136,8 +163,8 @@ def summarize(tasks: Sequence[Task], problems: Dict[str, List[Problem]], methods
                     for k in cols if k in per_method[base] and (k in MAIN_METRICS or k in passes)}
         sweep = [m.name for m in sorted(methods, key=lambda m: m.sort_key())
                  if m.is_temperature_sweep and m.name in per_method]
-        task_out["frontier"] = {"sweep": sweep, "gaps": frontier_gaps(
-            per_method, sweep, axis_pairs(task.has_correctness, n), idx)}
-        task_out["samples"] = samples
+        pairs = axis_pairs(task.has_correctness, n, pair_distinct=diversity == "generated")
+        task_out["frontier"] = {"sweep": sweep, "gaps": frontier_gaps(per_method, sweep, pairs, idx),
+                                "gaps_concave": frontier_gaps(per_method, sweep, pairs, idx, fit="concave")}
         out[task.name] = task_out
     return out

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .code_exec import check_humaneval
+from .strict_math import strict_correct
 
 HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Reply with the complete function, including its "
                          "signature and any imports it needs, in a single ```python code block.\n\n"
@@ -95,6 +96,10 @@ class Task:
         """{"correct": bool | None, ...details}."""
         return {"correct": None}
 
+    def strict_correct(self, problem: Problem, text: str) -> Optional[bool]:
+        """A second, stricter verdict where the task has one (GSM8K: strict_math.py), else None."""
+        return None
+
 
 class HumanEval(Task):
     name = "humaneval"
@@ -137,6 +142,9 @@ class GSM8K(Task):
 
     def score(self, problem, text):
         return check_math(problem.data["gold"], text)
+
+    def strict_correct(self, problem, text):
+        return strict_correct(problem.data["gold"], text)
 
 
 class OpenPrompts(Task):
