@@ -24,7 +24,7 @@ Run it through ``bash benchmarks/gpu/server_check.sh`` (device) or ``... --dry-r
    difference are compared (tolerance ``LOGIT_TOL``). Then ``/esamp/stats`` of ``graph``: 0 tap misses, nonzero
    ESamp steps, updates and reweighted rows, and decode batches run as graphs in its log (it logs every 4th
    decode batch; without a replayed batch, 0 tap misses would prove nothing).
-6. **bench**: ``python -m sglang_esamp.bench_throughput`` at 16 x n=8, 128 tokens, min-p 0.05, its on / off /
+6. **bench**: ``python -m sglang_esamp.bench.throughput`` at 16 x n=8, 128 tokens, min-p 0.05, its on / off /
    stock arms served by ``bench`` and ``stock`` (``--esamp-url`` / ``--stock-url``: the running servers, as
    started above), then ``/esamp/stats`` of ``bench``: 0 tap misses, decode batches replayed.
 7. **out**: ``$OUT/gpu_server_check.json`` (every step's result), the bench JSON + PNG files, ``logs.tar.gz``
@@ -361,7 +361,7 @@ def graph_evidence(log_path: Path) -> Dict:
 
 
 def make_bench_cmds(plan: Dict[str, Dict], model: str, out: Path) -> Dict[str, List[str]]:
-    return {tag: [sys.executable, "-m", "sglang_esamp.bench_throughput",
+    return {tag: [sys.executable, "-m", "sglang_esamp.bench.throughput",
                   *bench_argv(model, prompts, plan["bench"]["base"], plan["stock"]["base"], out / f"bench_{tag}.json")]
             for tag, prompts in BENCHES}
 
@@ -462,7 +462,7 @@ def run(a) -> int:
         log(f"  seeded request to graph and eager: {json.dumps({'text': PROMPT, 'sampling_params': SEEDED_PARAMS})}")
         steps["plan"] = {"servers": {n: {"argv": srv["argv"], "env": srv["env"]} for n, srv in plan.items()},
                          "benches": bench_cmds}
-        from sglang_esamp import bench_throughput
+        from sglang_esamp.bench import throughput as bench_throughput
 
         failed = False
         for name, srv in plan.items():   # each server's flags parse as SGLang's and ESamp's own CLI

@@ -3,9 +3,9 @@ embeddings, distinct-n per sample pair -- on fixed texts."""
 import numpy as np
 import pytest
 
-from sglang_esamp.bench_quality.embeddings import chunk_spans, pool
-from sglang_esamp.bench_quality.generated import code_body, generated_text
-from sglang_esamp.bench_quality.metrics import distinct_n, distinct_n_pairs
+from sglang_esamp.bench.quality.embeddings import chunk_spans, pool
+from sglang_esamp.bench.quality.generated import code_body, generated_text
+from sglang_esamp.bench.quality.metrics import distinct_n, distinct_n_pairs
 
 PROMPT = '''from typing import List
 
@@ -106,7 +106,7 @@ def test_pool_is_the_token_weighted_mean_renormalised():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from sglang_esamp.bench_quality.embeddings import Embedder
+    from sglang_esamp.bench.quality.embeddings import Embedder
 
     return Embedder()
 

@@ -3,8 +3,8 @@ quality) and the CLI's errors."""
 import numpy as np
 import pytest
 
-from sglang_esamp.bench_quality.frontier import axis_pairs, frontier_gaps, gap, line_at
-from sglang_esamp.bench_quality.metrics import bootstrap_indices
+from sglang_esamp.bench.quality.frontier import axis_pairs, frontier_gaps, gap, line_at
+from sglang_esamp.bench.quality.metrics import bootstrap_indices
 
 
 def test_line_is_read_between_the_sweep_points_sorted_by_quality_and_never_extrapolated():
@@ -67,7 +67,7 @@ def test_frontier_gaps_cover_every_method_outside_the_sweep_on_every_axis_pair()
                                          (["--tasks", "nope"], "nope"), ([], "--base-url"),
                                          (["--workers", "0"], "--workers"), (["--workers", "2"], "--model")])
 def test_bad_flags_end_with_a_cli_error_naming_them(tmp_path, capsys, flags, named):
-    from sglang_esamp.bench_quality.cli import main
+    from sglang_esamp.bench.quality.cli import main
 
     source = [] if not flags else ["--report-only"]
     with pytest.raises(SystemExit) as e:
@@ -76,7 +76,7 @@ def test_bad_flags_end_with_a_cli_error_naming_them(tmp_path, capsys, flags, nam
 
 
 def test_concave_fit_passes_through_three_concave_points_and_lies_above_their_straight_line():
-    from sglang_esamp.bench_quality.frontier import concave_at, concave_fit
+    from sglang_esamp.bench.quality.frontier import concave_at, concave_fit
 
     xs, ys = [1.0, 2.0, 4.0], [1.0, 2.0, 2.9]              # concave and increasing: the parabola through them
     c, b, a = concave_fit(xs, ys)
@@ -88,7 +88,7 @@ def test_concave_fit_passes_through_three_concave_points_and_lies_above_their_st
 
 
 def test_concave_fit_of_convex_or_turning_points_is_the_best_concave_monotone_quadratic():
-    from sglang_esamp.bench_quality.frontier import concave_fit
+    from sglang_esamp.bench.quality.frontier import concave_fit
 
     x = np.array([0.0, 1.0, 2.0])
     c, b, a = concave_fit(x, [0.0, 0.0, 2.0])               # convex: no concave curve passes; the LS line

@@ -51,8 +51,8 @@ def _close(a, b, path=""):
 
 
 def test_report_only_rebuilds_the_v1_tables_from_the_sample_files(folder):
-    from sglang_esamp.bench_quality.cli import main
-    from sglang_esamp.bench_quality.report import SCHEMA
+    from sglang_esamp.bench.quality.cli import main
+    from sglang_esamp.bench.quality.report import SCHEMA
 
     assert main(ARGV + ["--output", str(folder)]) == 0
     doc = json.loads((folder / "results.json").read_text())
@@ -68,8 +68,8 @@ def test_report_only_rebuilds_the_v1_tables_from_the_sample_files(folder):
 
 
 def test_migration_drops_only_the_inlined_samples_and_checks_them_against_the_files(folder):
-    from sglang_esamp.bench_quality import migrate
-    from sglang_esamp.bench_quality.report import markdown
+    from sglang_esamp.bench.quality import migrate
+    from sglang_esamp.bench.quality.report import markdown
 
     (folder / "results.json.gz").write_bytes((FIXTURE / "results_v1.json.gz").read_bytes())
     assert "96 inlined samples" in migrate.migrate(folder)
@@ -82,7 +82,7 @@ def test_migration_drops_only_the_inlined_samples_and_checks_them_against_the_fi
 
 
 def test_migration_refuses_when_a_sample_file_differs_from_the_inlined_sample(folder):
-    from sglang_esamp.bench_quality import migrate
+    from sglang_esamp.bench.quality import migrate
 
     (folder / "results.json.gz").write_bytes((FIXTURE / "results_v1.json.gz").read_bytes())
     path = folder / "samples" / "humaneval" / "t1.0.jsonl.gz"

@@ -20,7 +20,7 @@ TASKS = ("humaneval", "gsm8k", "open")
 
 
 def test_humaneval_checker_passes_a_correct_solution_and_fails_a_wrong_one():
-    from sglang_esamp.bench_quality.tasks import HumanEval
+    from sglang_esamp.bench.quality.tasks import HumanEval
 
     task = HumanEval()
     problem = task.load(limit=1)[0]
@@ -30,16 +30,16 @@ def test_humaneval_checker_passes_a_correct_solution_and_fails_a_wrong_one():
     wrong = "```python\ndef has_close_elements(numbers, threshold):\n    return not numbers\n```"
     assert task.score(problem, wrong)["correct"] is False
     loop = "```python\ndef has_close_elements(numbers, threshold):\n    while True:\n        pass\n```"
-    from sglang_esamp.bench_quality.code_exec import check_humaneval
-    from sglang_esamp.bench_quality.tasks import extract_code
+    from sglang_esamp.bench.quality.code_exec import check_humaneval
+    from sglang_esamp.bench.quality.tasks import extract_code
 
     r = check_humaneval(problem.data, extract_code(loop, "has_close_elements"), timeout_s=2)
     assert not r.passed and r.result == "timed out"
 
 
 def test_gsm8k_checker_and_pass_at_k():
-    from sglang_esamp.bench_quality.metrics import pass_at_k
-    from sglang_esamp.bench_quality.tasks import GSM8K
+    from sglang_esamp.bench.quality.metrics import pass_at_k
+    from sglang_esamp.bench.quality.tasks import GSM8K
 
     task = GSM8K()
     problem = task.load(limit=1)[0]
@@ -51,7 +51,7 @@ def test_gsm8k_checker_and_pass_at_k():
 
 
 def test_method_names_round_trip():
-    from sglang_esamp.bench_quality.methods import PRESETS, parse_method, resolve_methods
+    from sglang_esamp.bench.quality.methods import PRESETS, parse_method, resolve_methods
 
     assert len(resolve_methods("all")) == len(PRESETS["all"]) == 8 + 16
     m = parse_method("esamp_b0.25_warm_minp0.1")
@@ -65,8 +65,8 @@ def test_method_names_round_trip():
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from sglang_esamp.bench_quality.cache import read_samples
-    from sglang_esamp.bench_quality.cli import main
+    from sglang_esamp.bench.quality.cache import read_samples
+    from sglang_esamp.bench.quality.cli import main
 
     d = tmp_path_factory.mktemp("bench-quality")
     out = d / "out"
@@ -93,7 +93,7 @@ def bench(tmp_path_factory):
 
 @pytest.mark.slow
 def test_run_writes_the_schema_and_every_sample(bench):
-    from sglang_esamp.bench_quality.report import SCHEMA
+    from sglang_esamp.bench.quality.report import SCHEMA
 
     assert bench["rc"] == 0
     doc, out = bench["doc"], bench["out"]

@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from sglang_esamp.bench_quality.strict_math import final_answer, last_boxed, strict_correct, to_number
+from sglang_esamp.bench.quality.strict_math import final_answer, last_boxed, strict_correct, to_number
 
 
 def test_the_last_boxed_answer_counts_with_its_braces_matched():

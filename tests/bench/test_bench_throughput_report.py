@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from sglang_esamp.bench_throughput import compare, step_breakdown
+from sglang_esamp.bench.throughput import compare, step_breakdown
 
 
 def test_the_breakdown_splits_the_whole_step_into_esamp_phases_and_sglang():

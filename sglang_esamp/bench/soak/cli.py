@@ -1,4 +1,4 @@
-"""Command line of ``python -m sglang_esamp.bench_soak`` (see the package docstring and docs/reliability.md).
+"""Command line of ``python -m sglang_esamp.bench.soak`` (see the package docstring and docs/reliability.md).
 
 Exit code: 0 when nothing unexpected happened, 1 when the report has a failure (unexpected status, 5xx, connection
 error, server death, bank not settled, expired groups, ...), 2 when no soak could run (no healthy ESamp server).
@@ -20,10 +20,11 @@ from urllib.parse import urlparse
 
 import httpx
 
-from ..bench_quality.client import shipped_warm_start_exists
-from ..serve.local_server import local_server_process
+from ..server_options import add_server_source, server_arg_tokens
+from ..quality.client import shipped_warm_start_exists
+from ...serve.local_server import local_server_process
 from .mix import Planner
-from ..serve.server_probe import ProbeError, ServerProbe, config_of
+from ...serve.server_probe import ProbeError, ServerProbe, config_of
 from .report import (build_report, capabilities, format_table, health, new_run_id, probe_sessions, settle,
                      wait_quiet, SessionTarget)
 from .runner import Runner
@@ -37,17 +38,14 @@ def log(msg: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench_soak",
+    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench.soak",
                                 description="Mixed traffic against one ESamp server: every request gets the status "
                                             "it expects, no 5xx, the server stays up and the distiller bank gives "
                                             "every slot back.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--base-url", help="a running server on this machine (127.0.0.1 / localhost only), "
-                                        "e.g. http://127.0.0.1:30000")
-    src.add_argument("--model", help="start a server for this model (e.g. smollm2-135m-instruct); it gets "
-                                     "--esamp-warm-start shipped when one is shipped and no distiller flag is given")
-    p.add_argument("--server-arg", action="append", default=[], metavar="ARGS",
-                   help="extra launch_server arguments for --model, shell-split; repeatable")
+    add_server_source(p, base_url_help="a running server on this machine (127.0.0.1 / localhost only), "
+                                       "e.g. http://127.0.0.1:30000",
+                      model_help="start a server for this model (e.g. smollm2-135m-instruct); it gets "
+                                 "--esamp-warm-start shipped when one is shipped and no distiller flag is given")
     p.add_argument("--faults", metavar="SPEC", help="with --model: start the server with --esamp-debug-faults SPEC "
                                                     "(e.g. predict:0.05,update:0.05,nan_taps:0.02); step_errors "
                                                     "must then move, and still no 5xx")
@@ -90,7 +88,7 @@ def server(args, log_dir: Path):
     if not args.model:
         yield args.base_url.rstrip("/"), None
         return
-    extra: List[str] = [tok for a in args.server_arg for tok in shlex.split(a)]
+    extra: List[str] = server_arg_tokens(args.server_arg)
     flags = {a.split("=", 1)[0] for a in extra}
     if "--esamp-warm-start" not in flags and not flags & {"--esamp-distiller", "--esamp-taps"} and \
             shipped_warm_start_exists(args.model):

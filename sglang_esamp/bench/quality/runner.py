@@ -18,7 +18,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..serve.server_probe import config_of
+from ...serve.server_probe import config_of
 from .cache import SampleCache, sample_key, settings_hash
 from .client import RequestRejected, ServerClient
 from .methods import Method

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import httpx
 
-from ..serve.server_probe import ServerProbe, config_of, total_of
+from ...serve.server_probe import ServerProbe, config_of, total_of
 from .mix import Capabilities
 from .runner import Result
 

@@ -1,4 +1,4 @@
-"""ESamp's throughput cost, measured side by side in one run: ``python -m sglang_esamp.bench_throughput``.
+"""ESamp's throughput cost, measured side by side in one run: ``python -m sglang_esamp.bench.throughput``.
 
 Arms, alternating round by round (the order rotates) so machine noise hits all of them alike:
   on     one ESamp server, requests with ``esamp`` (beta 0.25, the server's update mode)
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import signal
 import statistics
 import sys
@@ -37,8 +36,9 @@ from pathlib import Path
 
 import requests
 
-from .algo.counters import PHASES, SCHEDULER_PHASES
-from .serve.server_probe import ServerProbe
+from ..algo.counters import PHASES, SCHEDULER_PHASES
+from ..serve.server_probe import ServerProbe
+from .server_options import add_server_arg, server_arg_tokens
 
 PROMPTS = ["Write a short poem about the sea.", "Give me three ideas for a birthday party.",
            "Describe a city on Mars.", "Tell a one-paragraph story about a lost key.",
@@ -51,7 +51,7 @@ PROMPTS = ["Write a short poem about the sea.", "Give me three ideas for a birth
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench_throughput", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench.throughput", description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="default qwen2.5-coder-0.5b-instruct (smollm2 with --quick)")
     p.add_argument("--prompts", type=int, default=None)
     p.add_argument("--n", type=int, default=None)
@@ -68,8 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="SmolLM2, 4 prompts x n=4, 64 tokens")
     p.add_argument("--esamp-url", default=None, help="an ESamp server already running (its on and off arms)")
     p.add_argument("--stock-url", default=None, help="a stock SGLang server already running (the stock arm)")
-    p.add_argument("--server-arg", action="append", default=[], metavar="FLAGS",
-                   help="extra flags for the servers this command starts (repeatable; split like a shell)")
+    add_server_arg(p)
     p.add_argument("--output", default=None, help="JSON path (a PNG is written beside it)")
     p.add_argument("--compare", default=None, metavar="BASELINE.json",
                    help="print the change of every arm's tok/s and of on/off against a committed result")
@@ -108,7 +107,7 @@ def _spread(xs):
 def run(a) -> dict:
     from transformers import AutoTokenizer
 
-    from .models import MODELS, resolve_model
+    from ..models import MODELS, resolve_model
 
     model_dir = resolve_model(a.model) if a.model in MODELS else a.model
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -118,12 +117,12 @@ def run(a) -> dict:
     if not a.no_filter:
         params["min_p"] = a.min_p
     arms = {"off": dict(params), "on": dict(params, esamp={"beta": a.beta})}
-    extra = [tok for flags in a.server_arg for tok in shlex.split(flags)]
+    extra = server_arg_tokens(a.server_arg)
     server_args = ["--model-path", model_dir, "--log-level", "error", "--disable-radix-cache",
                    "--esamp-bank-slots", str(max(8, a.prompts)), *extra, "--esamp-update-mode",
                    "serial" if a.serial else "async"]
     env = {"OMP_NUM_THREADS": str(a.threads)}   # the rest of the environment is inherited
-    from .serve.local_server import local_server
+    from ..serve.local_server import local_server
 
     logs = Path(tempfile.mkdtemp(prefix="esamp-bench-"))
     with ExitStack() as stack:

@@ -23,8 +23,8 @@ from typing import Iterator, List, Optional, Sequence
 
 import requests
 
-from ..serve.local_server import local_server
-from ..serve.server_probe import ServerProbe
+from ...serve.local_server import local_server
+from ...serve.server_probe import ServerProbe
 
 # tokens of one scoring request (prompt + completions): bounds the scheduler's logits at ~2.5 GB for a 152k vocab
 SCORE_TOKENS_PER_REQUEST = 2048
@@ -132,8 +132,8 @@ class ServerClient:
 def shipped_warm_start_exists(model: str) -> Optional[bool]:
     """Whether ``--esamp-warm-start shipped`` has a file for this model (paper preset/taps); None if unknown."""
     try:
-        from ..models import MODELS, model_fingerprint
-        from ..warm_starts import shipped_path
+        from ...models import MODELS, model_fingerprint
+        from ...warm_starts import shipped_path
 
         model_id = model if model in MODELS else model_fingerprint(model)["model_id"]   # offline names are ids
         shipped_path(model_id, "paper", "paper")

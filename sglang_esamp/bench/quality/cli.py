@@ -1,4 +1,4 @@
-"""Command line of ``python -m sglang_esamp.bench_quality`` (see the package docstring for the whole story)."""
+"""Command line of ``python -m sglang_esamp.bench.quality`` (see the package docstring for the whole story)."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
+from ..server_options import add_server_source, server_arg_tokens
 from .cache import SampleCache
 from .client import ServerClient, started_server
 from .methods import PRESETS, resolve_methods
@@ -25,17 +26,13 @@ DEFAULT_OUTPUT = "benchmarks/results/quality"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench_quality",
+    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench.quality",
                                 description="Pass@k, diversity and perplexity of ESamp against tuned baselines, "
                                             "through the real server.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--base-url", help="a running server (python -m sglang_esamp.launch_server ...), "
-                                        "e.g. http://127.0.0.1:30000")
-    src.add_argument("--model", help="start a server for this model (an offline name such as "
-                                     "smollm2-135m-instruct / qwen2.5-coder-0.5b-instruct, or an HF directory)")
-    p.add_argument("--server-arg", action="append", default=[], metavar="ARGS",
-                   help="extra launch_server arguments for --model, shell-split; repeatable "
-                        "(e.g. --server-arg='--esamp-bank-slots 8')")
+    add_server_source(p, base_url_help="a running server (python -m sglang_esamp.launch_server ...), "
+                                       "e.g. http://127.0.0.1:30000",
+                      model_help="start a server for this model (an offline name such as smollm2-135m-instruct / "
+                                 "qwen2.5-coder-0.5b-instruct, or an HF directory)")
     p.add_argument("--tasks", default="humaneval,gsm8k,open", help=f"comma separated: {', '.join(TASKS)}")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each task (default: all)")
     p.add_argument("--n", type=int, default=8, help="samples per problem (one request, one distiller group)")
@@ -70,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def model_name_of(model_path: str) -> str:
     try:
-        from ..models import model_fingerprint
+        from ...models import model_fingerprint
 
         return model_fingerprint(model_path)["model_id"]
     except Exception:
@@ -80,7 +77,7 @@ def model_name_of(model_path: str) -> str:
 @contextlib.contextmanager
 def server(args, out: Path, index: int = 0):
     if args.model:
-        extra: List[str] = [tok for a in args.server_arg for tok in shlex.split(a)]
+        extra: List[str] = server_arg_tokens(args.server_arg)
         with started_server(args.model, extra, out / ("server.log" if index == 0 else f"server-{index}.log")) as base:
             yield base
     else:

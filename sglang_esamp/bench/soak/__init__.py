@@ -1,4 +1,4 @@
-"""``python -m sglang_esamp.bench_soak``: mixed traffic against one ESamp server, to prove that it survives real
+"""``python -m sglang_esamp.bench.soak``: mixed traffic against one ESamp server, to prove that it survives real
 traffic and gives every distiller slot back (docs/reliability.md).
 
 The harness either talks to a running server (``--base-url``, loopback only) or starts its own

@@ -1,4 +1,4 @@
-"""``python -m sglang_esamp.bench_quality`` (see the package docstring)."""
+"""``python -m sglang_esamp.bench.quality`` (see the package docstring)."""
 import sys
 
 from .cli import main

@@ -1,4 +1,4 @@
-"""``python -m sglang_esamp.bench_soak`` (see the package docstring)."""
+"""``python -m sglang_esamp.bench.soak`` (see the package docstring)."""
 import sys
 
 from .cli import main

@@ -1,6 +1,6 @@
 """Rewrite a results folder from schema v1 (every sample inlined in results.json) to v2 (no samples).
 
-    python -m sglang_esamp.bench_quality.migrate benchmarks/results/quality/*/
+    python -m sglang_esamp.bench.quality.migrate benchmarks/results/quality/*/
 
 v1's ``results.json`` (or ``results.json.gz``) carried every sample although ``samples/<task>/<method>.jsonl.gz``
 already held them. A v2 document is the v1 document without ``samples``, with ``sample_files`` naming those files,
@@ -80,7 +80,7 @@ def migrate(folder: Path) -> Optional[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench_quality.migrate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sglang_esamp.bench.quality.migrate", description=__doc__.split("\n")[0])
     p.add_argument("folders", nargs="+", type=Path)
     args = p.parse_args(argv)
     for folder in args.folders:

@@ -10,15 +10,15 @@ Running it
 
     # against a running server (any launch_server flags; --esamp-warm-start shipped enables the warm arms)
     python -m sglang_esamp.launch_server --port 30000 --esamp-warm-start shipped &
-    python -m sglang_esamp.bench_quality --base-url http://127.0.0.1:30000 --tasks open --n 8 \\
+    python -m sglang_esamp.bench.quality --base-url http://127.0.0.1:30000 --tasks open --n 8 \\
         --methods default --output benchmarks/results/quality/smollm2
 
     # or let the harness start (and stop) the server itself; --server-arg passes flags through (shell-split)
-    python -m sglang_esamp.bench_quality --model qwen2.5-coder-0.5b-instruct --tasks humaneval,gsm8k \\
+    python -m sglang_esamp.bench.quality --model qwen2.5-coder-0.5b-instruct --tasks humaneval,gsm8k \\
         --limit 40 --n 8 --max-tokens 512 --server-arg='--esamp-bank-slots 8' --output benchmarks/results/quality/qwen
 
     # rebuild results/plots from the cache only (e.g. after merging the caches of split runs)
-    python -m sglang_esamp.bench_quality --report-only --tasks humaneval,gsm8k --limit 40 --n 8 --max-tokens 512 \\
+    python -m sglang_esamp.bench.quality --report-only --tasks humaneval,gsm8k --limit 40 --n 8 --max-tokens 512 \\
         --output benchmarks/results/quality/qwen
 
 A self-started server (``--model``) runs ``python -m sglang_esamp.launch_server --model-path MODEL`` on a free port,
@@ -109,7 +109,7 @@ OUTPUT, oldest first, kept in ``run.json`` and by ``--report-only``) and ``gener
 and ``sample_files.<task>.<method>`` = the sample file the figures come from (``samples/<task>/<method>.jsonl.gz``).
 The samples are not inlined (schema v1, to 2026-12-06, inlined all of them under ``samples``: 12 MiB for GSM8K-100
 x n=8): ``cache.read_samples(OUTPUT)`` reads them in that form, and ``--report-only`` rebuilds results.json,
-results.md and the plots from them. ``python -m sglang_esamp.bench_quality.migrate OUTPUT...`` rewrites a v1 folder
+results.md and the plots from them. ``python -m sglang_esamp.bench.quality.migrate OUTPUT...`` rewrites a v1 folder
 to v2 after checking that every inlined sample is in its sample files (migrate.py).
 ``OUTPUT/results.md`` the table, the paired differences, pass@k at k = 1, 2, 4, ..., n with paired differences (correctness tasks, n > 2) and the frontier gaps; ``OUTPUT/pass_at_k.png`` pass@k curves per method with SE bars;
 ``OUTPUT/frontier.png`` per task: x = quality (pass@1, or perplexity for open prompts), y = pass@n or diversity
