@@ -49,6 +49,13 @@ def _sorted_points(xs, ys):
     return sorted((float(a), float(b)) for a, b in zip(xs, ys) if np.isfinite(a) and np.isfinite(b))
 
 
+def _polyfit(x: np.ndarray, y: np.ndarray, deg: int) -> Tuple[float, ...]:
+    """Least-squares polynomial coefficients, highest power first (np.polyfit without its conditioning warning,
+    which resampled sweeps whose points nearly coincide in x would raise)."""
+    coef, *_ = np.linalg.lstsq(np.vander(x, deg + 1), y, rcond=None)
+    return tuple(float(c) for c in coef)
+
+
 def concave_fit(xs: Sequence[float], ys: Sequence[float]) -> Optional[Tuple[float, float, float]]:
     """(c, b, a) of the least-squares y = c x^2 + b x + a with c <= 0 (concave) that is monotone on [min x, max x]
     (its vertex not strictly inside); None with fewer than two distinct x, the straight line with two. The
@@ -60,10 +67,10 @@ def concave_fit(xs: Sequence[float], ys: Sequence[float]) -> Optional[Tuple[floa
         return None
     x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
     lo, hi = x[0], x[-1]
-    cands = [(0.0, *np.polyfit(x, y, 1))]
+    cands = [(0.0, *_polyfit(x, y, 1))]
     if len(set(x)) < 3:
         return tuple(float(v) for v in cands[0])       # two points: no curvature to fit, the straight line
-    c, b, a = np.polyfit(x, y, 2)
+    c, b, a = _polyfit(x, y, 2)
     if c <= 0 and (c == 0 or not lo < -b / (2 * c) < hi):
         cands.append((c, b, a))
     for end in (lo, hi):

@@ -264,12 +264,15 @@ def _frontier_panel(ax, t: dict, xkey: str, ykey: str, xlabel: str, ylabel: str,
                     label="temperature sweep")
         for temp, x, y, _, _ in sweep:
             ax.annotate(f"T={temp:g}", (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
-        fit = concave_fit([s[1] for s in sweep], [s[2] for s in sweep])
-        if fit is not None and len(sweep) > 2:
-            import numpy as np
+        # the fit the gaps are read off: perplexity is fitted as its log, the mean NLL (frontier.py)
+        import numpy as np
 
-            xs = np.linspace(min(s[1] for s in sweep), max(s[1] for s in sweep), 50)
-            ax.plot(xs, np.polyval(fit, xs), ls=":", color="black", lw=1, label="concave fit of the sweep")
+        to_fit, from_fit = (np.log, np.exp) if xkey == "ppl" else (np.asarray, np.asarray)
+        fit = concave_fit(to_fit([s[1] for s in sweep]), [s[2] for s in sweep])
+        if fit is not None and len(sweep) > 2:
+            grid = np.linspace(*to_fit([min(s[1] for s in sweep), max(s[1] for s in sweep)]), 50)
+            ax.plot(from_fit(grid), np.polyval(fit, grid), ls=":", color="black", lw=1,
+                    label="concave fit of the sweep")
     if xkey == "ppl":
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
