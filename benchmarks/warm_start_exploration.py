@@ -53,8 +53,8 @@ def main():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sglang_esamp.algo.config import ESampConfig
-    from sglang_esamp.algo.reference import ReferenceDecoder, SamplingSettings
-    from sglang_esamp.algo.warm_start import load_for_server
+    from sglang_esamp.algo.reference.decoder import ReferenceDecoder, SamplingSettings
+    from sglang_esamp.algo.distiller.warm_start import load_for_server
     from sglang_esamp.models import resolve_model
 
     torch.set_num_threads(1)

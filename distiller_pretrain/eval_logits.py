@@ -48,22 +48,19 @@ def main(argv=None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sglang_esamp.algo.distiller import Distiller, DistillerShape
-    from sglang_esamp.algo.warm_start import load_warm_start, read_warm_start_metadata
+    from sglang_esamp.algo.distiller.distiller import Distiller
     from sglang_esamp.models import resolve_model
 
     from .data import load_split
+    from .evaluated import recording_and_warm_start
     from .shards import read_manifest
 
     torch.set_num_threads(a.threads)
-    manifest = read_manifest(a.recording)
-    if manifest is None:
-        p.error(f"--recording {a.recording}: no manifest.json")
+    manifest = read_manifest(a.recording) or {}
+    model_dir = resolve_model(a.model) if a.model else manifest.get("model_dir")
+    manifest, shape, state = recording_and_warm_start(p, a.recording, a.warm_start, model=model_dir)
     if manifest["taps"]["target"] != "lm_head_input":
         p.error("--recording: logit-space scoring needs the target tap lm_head_input (taps 'paper')")
-    model_dir = resolve_model(a.model) if a.model else manifest["model_dir"]
-    shape = DistillerShape(**read_warm_start_metadata(a.warm_start)["shape"])
-    state = load_warm_start(a.warm_start, shape, model_dir_or_fingerprint=model_dir, taps=manifest["taps"])
     head = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).get_output_embeddings()
     weight = head.weight.detach()
     bias = head.bias.detach() if getattr(head, "bias", None) is not None else None

@@ -5,7 +5,7 @@
     python -m distiller_pretrain.export --config configs/pretrain/smollm2.yaml
 
 The metadata (model id + config hash, taps, preset and DistillerShape, training summary with the held-out loss
-and its baselines) is stored inside the safetensors header, where ``sglang_esamp.algo.warm_start`` checks it, and
+and its baselines) is stored inside the safetensors header, where ``sglang_esamp.algo.distiller.warm_start`` checks it, and
 copied to a sidecar ``<out>.json`` for people. The server loads it with ``--esamp-warm-start PATH``.
 """
 from __future__ import annotations
@@ -39,8 +39,8 @@ def default_name(summary: dict) -> str:
 def export(train_dir, out=None, model=None) -> Path:
     from safetensors.torch import load_file
 
-    from sglang_esamp.algo.distiller import DistillerShape
-    from sglang_esamp.algo.warm_start import load_warm_start, save_warm_start
+    from sglang_esamp.algo.distiller.distiller import DistillerShape
+    from sglang_esamp.algo.distiller.warm_start import load_warm_start, save_warm_start
 
     train_dir = Path(train_dir)
     summary_path, weights = train_dir / "summary.json", train_dir / "distiller.safetensors"

@@ -75,19 +75,14 @@ def main(argv=None):
 
     import torch
 
-    from sglang_esamp.algo.distiller import Distiller, DistillerShape
-    from sglang_esamp.algo.warm_start import load_warm_start, read_warm_start_metadata
+    from sglang_esamp.algo.distiller.distiller import Distiller
 
     from .data import is_val_doc
-    from .shards import load_pairs, read_manifest
+    from .evaluated import recording_and_warm_start
+    from .shards import load_pairs
 
     torch.set_num_threads(a.threads)
-    meta = read_warm_start_metadata(a.warm_start)
-    manifest = read_manifest(a.recording)
-    if manifest is None:
-        p.error(f"--recording {a.recording}: no manifest.json")
-    shape = DistillerShape(**meta["shape"])
-    state = load_warm_start(a.warm_start, shape, model_dir_or_fingerprint=manifest["model"], taps=manifest["taps"])
+    manifest, shape, state = recording_and_warm_start(p, a.recording, a.warm_start)
     pairs = load_pairs(a.recording)
     docs = [d for d in pairs["doc"].unique().tolist() if bool(is_val_doc(torch.tensor(d), a.val_fraction))]
     per_doc, used = [], []

@@ -5,7 +5,7 @@
         --taps paper --max-rows 150000 --dtype float16
     python -m distiller_pretrain.record --config configs/pretrain/smollm2.yaml [--max-rows N ...]
 
-The model runs in HF transformers with ``sglang_esamp.algo.hf_taps`` (the same tap semantics as the SGLang
+The model runs in HF transformers with ``sglang_esamp.algo.reference.hf_taps`` (the same tap semantics as the SGLang
 runtime). Rows are decode rows (see ``corpus.py``). Rerunning with the same arguments resumes from the
 manifest; a larger ``--max-rows`` extends a finished recording. A rerun with a different model, taps, dtype or
 corpus is refused (pick another ``--out``).
@@ -72,7 +72,7 @@ def forward_batch(model, spec, seqs: List[Sequence], pad_id: int):
     """Right-padded forward through the taps -> per-row (src, tgt, doc, pos, token) of the recorded positions."""
     import torch
 
-    from sglang_esamp.algo.hf_taps import capture_taps
+    from sglang_esamp.algo.reference.hf_taps import capture_taps
 
     t = max(len(s.ids) for s in seqs)
     ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
@@ -108,7 +108,7 @@ def record(args) -> dict:
     import torch
     from tqdm import tqdm
 
-    from sglang_esamp.algo.tap_spec import tap_spec
+    from sglang_esamp.algo.reference.tap_spec import tap_spec
     from sglang_esamp.models import model_fingerprint, resolve_model
 
     torch.set_num_threads(args.threads)

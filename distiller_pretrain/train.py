@@ -5,7 +5,7 @@
     python -m distiller_pretrain.train --config configs/pretrain/smollm2.yaml [--steps N ...]
     deepspeed --num_gpus 2 -m distiller_pretrain.train --config ...       # or: torchrun --nproc_per_node 2 -m ...
 
-The model trained is ``sglang_esamp.algo.distiller.Distiller`` (the module the server uses; one preset = one
+The model trained is ``sglang_esamp.algo.distiller.distiller.Distiller`` (the module the server uses; one preset = one
 architecture); loss = per-row ‖h_tgt − ĥ‖² summed over H, mean over rows (DESIGN §1). Torch AdamW is the client
 optimizer (no C++ optimizer build) and the shm comm op is off on CPU (gloo only). Held-out rows (split by corpus
 document) give the validation loss next to the identity / mean / affine baselines on the same rows.
@@ -157,7 +157,7 @@ def _train(args):
     from tqdm import tqdm
 
     from sglang_esamp.algo.config import DISTILLER_PRESETS
-    from sglang_esamp.algo.distiller import Distiller, DistillerShape
+    from sglang_esamp.algo.distiller.distiller import Distiller, DistillerShape
 
     from .baselines import baseline_losses, mean_loss, row_sq_err
     from .data import batch_indices, load_split

@@ -54,7 +54,7 @@ def answer_key(task, problem, text, score) -> str:
     """What counts as 'the same answer': the extracted number (GSM8K) or the whitespace-normalised code."""
     if task.name == "gsm8k":
         return "|".join(score.get("extracted") or ["<none>"])
-    from sglang_esamp.bench_quality.tasks import extract_code
+    from sglang_esamp.bench.quality.tasks import extract_code
 
     return " ".join(extract_code(text, problem.data["entry_point"]).split())
 
@@ -87,7 +87,7 @@ def rollouts(llm, tokenizer, task, problems, arm, args):
 
 
 def summarise(rows, n):
-    from sglang_esamp.bench_quality.metrics import pass_at_k
+    from sglang_esamp.bench.quality.metrics import pass_at_k
 
     table = []
     for r in rows:
@@ -120,8 +120,8 @@ def main(argv=None):
     import sglang_esamp
     from transformers import AutoTokenizer
 
-    from sglang_esamp.bench_quality.client import shipped_warm_start_exists
-    from sglang_esamp.bench_quality.tasks import get_task
+    from sglang_esamp.bench.quality.client import shipped_warm_start_exists
+    from sglang_esamp.bench.quality.tasks import get_task
     from sglang_esamp.models import MODELS, resolve_model
 
     model_dir = resolve_model(args.model) if args.model in MODELS else args.model

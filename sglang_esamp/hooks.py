@@ -23,13 +23,11 @@ from typing import Tuple
 from .runtime import shims as scheduler_shims
 from .serve import http_routes, tokenizer_hooks
 from .wire.hookspec import AFTER, hook, hooks_of
+from .wire.sglang_paths import MODEL_RUNNER, OUTPUT_STREAMER, TOKENIZER_MANAGER, WEIGHT_UPDATER
 
 logger = logging.getLogger("sglang_esamp")
 
-_MR = "sglang.srt.model_executor.model_runner.ModelRunner"
-_TM = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
-_STREAMER = "sglang.srt.managers.scheduler_components.output_streamer.SchedulerOutputStreamer"
-_WU = "sglang.srt.model_executor.model_runner_components.weight_updater.WeightUpdater"
+_MR, _TM, _STREAMER, _WU = MODEL_RUNNER, TOKENIZER_MANAGER, OUTPUT_STREAMER, WEIGHT_UPDATER
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The distiller forward in plain torch (single slot, and grouped over a slot bank): the production training path
-(differentiable; ``algo.bank`` trains through it) and the CPU forward, and the truth ``grouped_forward_triton`` is
+(differentiable; ``algo.distiller.bank`` trains through it) and the CPU forward, and the truth ``grouped_forward_triton`` is
 tested against. fp32 accumulation,
 output in the input's dtype. Parameter layout: ``layout``.
 """

@@ -1,6 +1,6 @@
 """The distiller's parameter layout: the one home of its names, shapes and LayerNorm epsilon.
 
-Used by the algorithm (``sglang_esamp.algo.distiller``, the bank, the warm-start files), the torch references and
+Used by the algorithm (``sglang_esamp.algo.distiller.distiller``, the bank, the warm-start files), the torch references and
 the Triton kernels. A distiller of hidden size H, width W and K blocks has, per block k,
   ``blocks.{k}.up`` [H, W], ``blocks.{k}.gate`` [H, W], ``blocks.{k}.gate_bias`` [W], ``blocks.{k}.down`` [W, H]
 and with the output LayerNorm ``out_ln.weight`` [H], ``out_ln.bias`` [H]. A bank stores each with a leading slot

@@ -23,10 +23,10 @@ from typing import Any, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .bank_sizing import AUTO
-from .distiller import DistillerShape
+from .distiller.bank_sizing import AUTO
+from .distiller.distiller import DistillerShape
 from .faults import parse_fault_spec
-from .tap_spec import TAP_PRESETS
+from .reference.tap_spec import TAP_PRESETS
 
 DISTILLER_PRESETS = {
     "paper": dict(blocks=2, width=384, out_ln=False, gate_bias_init=0.0),
@@ -214,7 +214,7 @@ class ESampConfig:
 
     # -- derived --------------------------------------------------------------------------------------------
     def divergence_guard(self):
-        from .divergence_guard import DivergenceGuard
+        from .update.divergence_guard import DivergenceGuard
         return DivergenceGuard(factor=float(self.divergence_factor), norm_factor=float(self.divergence_norm_factor),
                                min_steps=self.divergence_min_steps)
 

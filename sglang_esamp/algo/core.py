@@ -1,37 +1,40 @@
 """``ESampCore``: the distiller bank with its sampling rule and update runner; per decode step the runtime calls
-``predict`` -> ``sample`` -> ``train``. Which group holds which slot is not known here (``group_table.GroupTable``
+``sample(RuleInputs)`` (predict, then the rule) -> ``train(Update)``. Which group holds which slot is not known here (``group_table.GroupTable``
 owns that): the core hands out slot indices (``acquire_slot`` / ``release_slot``) and reports per slot.
 
 Contract with the caller (the runtime):
   * Only decode rows are passed in. Prefill rows are never trained on or reweighted, so the first generated
     token of a request is sampled without ESamp (its logits come from the prefill forward).
   * Rows are addressed by slot id; rows whose group has no slot (ESamp off, bank full) carry slot -1 and beta 0:
-    ``predict`` returns zeros for them, ``sample`` leaves them unmodified, ``train`` ignores them.
+    the prediction is zeros for them, ``sample`` leaves them unmodified, ``train`` ignores them.
   * ``train`` is called once per decode step with that step's rows, after ``sample``.
 
 Staleness (DESIGN §1): the prediction at step t uses the weights after the update of step t-1. The update is
-handed to an update runner (``algo.update_runner``: serial, or a worker thread / CUDA side stream with
+handed to an update runner (``update.runner``: serial, or a worker thread / CUDA side stream with
 ``config.update_mode = "async"``); every reader or writer of the bank (``predict``, ``acquire_slot``,
 ``release_slot``, ``slot_stats``) first calls ``wait_for_update()``, the single point where a pending update must
-have finished. An update returns what it measured (``UpdateDone``); the caller collects it with
-``take_updates()`` on its own thread, so nothing the caller owns is written by the update's thread.
+have finished. An update returns what it measured, or the error it raised (``update.job.UpdateDone``); the caller
+collects it with ``take_updates()`` on its own thread, so nothing the caller owns is written by the update's thread.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from functools import partial
+from typing import List, Optional, Tuple
 
 import torch
 
-from .bank import DistillerBank, OptimizerSpec, TrainResult
 from .config import ESampConfig
 from .counters import ESampCounters
-from .sampling import SampleOutput, esamp_sample
-from .step_graphs import RuleInputs, StepGraphs
-from .update_graphs import UpdateGraphs
-from .update_runner import make_update_runner
-from .warm_start import load_warm_start
+from .distiller.bank import DistillerBank, TrainResult
+from .distiller.warm_start import load_warm_start
+from .rule.filters import width_bucket
+from .rule.inputs import LMHead, RuleInputs, RuleOptions
+from .rule.sampling import SampleOutput, esamp_sample
+from .rule.step_graphs import StepGraphs
+from .update.job import Update, UpdateDone, first_row_per_slot
+from .update.runner import make_update_runner
+from .update.slot_optimizer import OptimizerSpec
+from .update.update_graphs import UpdateGraphs
 
 
 class ESampCore:
@@ -48,9 +51,8 @@ class ESampCore:
         self.shape = config.distiller_shape(hidden_size)
         if lm_head_weight.shape[1] != hidden_size:
             raise ValueError(f"lm_head_weight is {tuple(lm_head_weight.shape)}, expected [V, {hidden_size}]")
-        self.lm_head_weight = lm_head_weight
-        self.lm_head_bias = lm_head_bias
-        self.vocab_shard = vocab_shard
+        self.head = LMHead(lm_head_weight, lm_head_bias, vocab_shard)
+        self.options = RuleOptions(config.candidate_cap, config.greedy, config.temperature_form)
         if warm_start_state is None and config.warm_start is not None:
             warm_start_state = load_warm_start(config.warm_start, self.shape,
                                                model_dir_or_fingerprint=model_fingerprint, taps=config.taps)
@@ -104,8 +106,10 @@ class ESampCore:
 
     # -- per step -------------------------------------------------------------------------------------------
     def wait_for_update(self) -> None:
-        """The one synchronisation point with a pending update (see module docstring); re-raises its error."""
-        self.runner.wait()
+        """The one synchronisation point with a pending update (see module docstring), timed as ``update_wait``
+        wherever it happens. A failed update does not raise here: its ``UpdateDone`` carries the error."""
+        with self.counters.timed("update_wait"):
+            self.runner.wait()
 
     def settle_updates(self) -> None:
         """``wait_for_update``, then the graphed updates' stats folded in (their deferred resets applied): where
@@ -120,14 +124,11 @@ class ESampCore:
         return self.runner.take_results()
 
     def predict(self, h_src: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
-        """h_hat [R, H] for decode rows (no grad, weights after the previous update); zeros where slot < 0."""
-        t0 = time.perf_counter()
+        """h_hat [R, H] alone (no grad, weights after the previous update); zeros where slot < 0. The step does not
+        call it: ``sample`` predicts as part of the rule."""
         self.wait_for_update()
-        t1 = time.perf_counter()
-        out = self._predict(h_src, slot_ids)
-        self.counters.add("time_update_wait_s", t1 - t0)
-        self.counters.add("time_predict_s", time.perf_counter() - t1)
-        return out
+        with self.counters.timed("predict"):
+            return self._predict(h_src, slot_ids)
 
     def _predict(self, h_src: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
         slot_ids = slot_ids.to(device=h_src.device, dtype=torch.int64)
@@ -143,130 +144,106 @@ class ESampCore:
             out[rows] = self.bank.predict(h_src.index_select(0, rows), slot_ids.index_select(0, rows))
         return out
 
-    def predict_and_sample(self, inputs: RuleInputs, width: int, seeded=None) -> Tuple[torch.Tensor, SampleOutput]:
-        """The sync-free step's rule in one unit -- predict, candidates, reweight, draw -- replayed per bucket
-        (``step_graphs``); (h_hat, the sample). Seeded rows take it eagerly (their row list varies). The sample
-        counters are left to ``train(..., sample=out)``."""
-        t0 = time.perf_counter()
+    def candidate_width(self, top_ks) -> Optional[int]:
+        """A sync-free step's candidate width (``filters.width_bucket``) from the rows' top-k as SGLang normalized
+        them on the host (greedy = 1; ``greedy="apply"`` drops a greedy row's top-k; none = unbounded); None for a
+        core that sizes the candidates from the logits (it may read the host)."""
+        if not self.sync_free:
+            return None
+        cap, apply = self.config.candidate_cap, self.config.greedy == "apply"
+        bound = [cap + 1 if k is None or k < 1 or (k == 1 and apply) else k for k in top_ks]
+        return width_bucket(bound, cap, vocab=1 << 62)   # the filter clamps the width to the logits' vocabulary
+
+    def sample(self, inputs: RuleInputs, *, generator: Optional[torch.Generator] = None,
+               record: bool = False) -> Tuple[Optional[torch.Tensor], SampleOutput]:
+        """predict -> candidates -> reweight -> draw on the step's rows, with the weights after the previous update
+        (one step stale): (h_hat, the sample). A sync-free core replays the whole unit per shape bucket
+        (``step_graphs``; timed as ``predict``); the other predicts, then samples eagerly, timing each phase.
+        ``record``: count the sample now (the runtime leaves it to ``train(Update(sample=out))``, off its path)."""
+        if self.sync_free and inputs.width is None:
+            raise ValueError("a sync-free core samples with a candidate width (ESampCore.candidate_width)")
         self.wait_for_update()
-        t1 = time.perf_counter()
-        if seeded is None:
-            h_hat, out = self.graphs.run(inputs, width)
+        if self.graphs is not None:
+            with self.counters.timed("predict"):
+                h_hat, out = self.graphs.run(inputs)
         else:
-            self.counters.add("graph_eager_steps")
-            h_hat, out = self._rule(inputs, width, seeded)
-        self.counters.add("time_update_wait_s", t1 - t0)
-        self.counters.add("time_predict_s", time.perf_counter() - t1)   # the whole rule (one replay on CUDA)
-        return h_hat, out
-
-    def _rule(self, inputs: RuleInputs, width: int, seeded=None) -> Tuple[torch.Tensor, SampleOutput]:
-        h_hat = self._predict(inputs.h_src, inputs.slots)
-        out = esamp_sample(inputs.logits, inputs.temperatures, inputs.top_ks, inputs.top_ps, inputs.min_ps,
-                           inputs.betas, h_hat, self.lm_head_weight, self.lm_head_bias,
-                           candidate_cap=self.config.candidate_cap, greedy_mode=self.config.greedy,
-                           temperature_form=self.config.temperature_form, distiller_coef=inputs.distiller_coef,
-                           noise=inputs.noise, seeded=seeded, vocab_shard=self.vocab_shard, width=width,
-                           divisor=inputs.divisor)
-        return h_hat, out
-
-    def sample(self, logits: torch.Tensor, temperatures: torch.Tensor, top_ks: torch.Tensor, top_ps: torch.Tensor,
-               min_ps: torch.Tensor, betas: torch.Tensor, h_hat: Optional[torch.Tensor], *,
-               distiller_coef: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None, seeded=None, record: bool = True,
-               width: Optional[int] = None, divisor: Optional[torch.Tensor] = None) -> SampleOutput:
-        """The ESamp rule (``algo.sampling``) with this server's cap, greedy mode and temperature form (timed).
-        ``distiller_coef`` [R] (1/0): 0 rows get the sharpening control (no distiller term). ``record=False`` leaves
-        the sample counters to ``train(..., sample=out)``, which reads them off the caller's path. ``seeded``
-        (``seeded_noise.SeededRows``): rows that draw counter-based noise from their request's seed. ``width``: the
-        candidates' ``topk`` width bucket (``filters.width_bucket``), required when ``self.sync_free``."""
-        if self.sync_free and width is None:
-            raise ValueError("a sync-free core samples with a candidate width bucket (filters.width_bucket)")
-        phase_s = {}
-        out = esamp_sample(logits, temperatures, top_ks, top_ps, min_ps, betas, h_hat, self.lm_head_weight,
-                           self.lm_head_bias, candidate_cap=self.config.candidate_cap,
-                           greedy_mode=self.config.greedy, temperature_form=self.config.temperature_form,
-                           distiller_coef=distiller_coef, noise=noise, generator=generator, seeded=seeded,
-                           vocab_shard=self.vocab_shard, phase_s=phase_s,
-                           width=width if self.sync_free else None, divisor=divisor)
+            with self.counters.timed("predict"):
+                h_hat = None if inputs.h_src is None else self._predict(inputs.h_src, inputs.slots)
+            phase_s = {}
+            out = esamp_sample(inputs, h_hat, self.head, self.options, generator=generator, phase_s=phase_s)
+            for name, dt in phase_s.items():
+                self.counters.add(f"time_{name}_s", dt)
         if record:
             self.counters.record_sample(out)
-        for name, dt in phase_s.items():
-            self.counters.add(f"time_{name}_s", dt)
-        return out
+        return h_hat, out
 
-    def train(self, h_src: torch.Tensor, h_tgt: torch.Tensor, slot_ids: torch.Tensor, *,
-              sample: Optional[SampleOutput] = None, measure: Optional[Callable[[], object]] = None,
-              host_slots: Optional[Sequence[int]] = None) -> None:
-        """Submit this step's update (one per decode step); rows with slot < 0 are ignored.
+    def _rule(self, inputs: RuleInputs) -> Tuple[torch.Tensor, SampleOutput]:
+        """The unit ``StepGraphs`` replays."""
+        h_hat = self._predict(inputs.h_src, inputs.slots)
+        return h_hat, esamp_sample(inputs, h_hat, self.head, self.options)
 
-        With ``train_rows="first_per_group"`` only the first row of each slot is used. The caller hands over the
-        tensors (they must not change until the next ``wait_for_update``); row selection and every host read
-        happen inside the update, off the caller's path. ``sample`` (a ``sample(..., record=False)`` output) is
-        counted there too, and ``measure`` runs there first: its value (host reads of the step, no writes to the
-        caller's objects) comes back in ``UpdateDone.measured`` through ``take_updates``.
-        ``host_slots`` (the slot per row as the host planned it) on a sync-free core: the update runs as
-        ``UpdateGraphs`` (no host read; a CUDA graph per shape bucket); its ``TrainResult`` is counted when its
-        stats reach the host (this update on CPU, a later one or ``settle_updates`` on CUDA).
-        """
-        first_only = self.config.train_rows == "first_per_group"
-        if self.update_graphs is not None and host_slots is not None:
-            train_rows = self._graphed_update(h_src, h_tgt, slot_ids, list(host_slots), first_only)
-        else:
-            train_rows = self._bank_update(h_src, h_tgt, slot_ids, first_only)
+    def train(self, update: Update) -> None:
+        """Submit one decode step's update (``update.job.Update``; rows with slot < 0 are not trained). Its tensors
+        must not change until it is done; what it trained, measured or raised comes back as an ``UpdateDone``
+        through ``take_updates`` (kept when the update has a ``tag`` or a ``measure``). Row selection and every
+        host read happen inside the update, off the caller's path. A sync-free core given ``host_slots`` trains
+        through ``UpdateGraphs`` (no host read; a CUDA graph per shape bucket): its ``TrainResult`` is counted when
+        its stats reach the host (this update on CPU, a later one or ``settle_updates`` on CUDA)."""
+        self.wait_for_update()          # at most one update in flight; timed as a wait, not as the submit
+        with self.counters.timed("submit"):
+            self.runner.submit(partial(self._run_update, update),
+                               keep=update.tag is not None or update.measure is not None)
 
-        def update() -> UpdateDone:
-            measured = measure() if measure is not None else None
-            if sample is not None:
-                self.counters.record_sample(sample)
-            return UpdateDone(train_rows(), measured)
-        t0 = time.perf_counter()
-        self.runner.submit(update, keep=measure is not None)
-        self.counters.add("time_submit_s", time.perf_counter() - t0)
+    def _run_update(self, u: Update) -> UpdateDone:
+        """The update's body (the runner's thread or stream): never raises -- an error comes back in the value."""
+        try:
+            measured = u.measure() if u.measure is not None else None
+            if u.sample is not None:
+                self.counters.record_sample(u.sample)
+            with self.counters.timed("update"):
+                graphed = self.update_graphs is not None and u.host_slots is not None
+                train = self._train_graphed(u) if graphed else self._train_eager(u)
+            return UpdateDone(u.tag, train, measured)
+        except Exception as e:
+            return UpdateDone(u.tag, error=e)
 
-    def _bank_update(self, h_src, h_tgt, slot_ids, first_only) -> Callable[[], Optional[TrainResult]]:
-        """The update as ``DistillerBank.train_step`` on the rows that have a slot (it reads the host)."""
-        def train_rows() -> Optional[TrainResult]:
-            sid = slot_ids.to(device=h_src.device, dtype=torch.int64)
-            keep = sid >= 0
-            if first_only:
-                keep &= first_row_per_slot(sid)
-            rows = keep.nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
-                return None
-            t0 = time.perf_counter()
-            result = self.bank.train_step(h_src.index_select(0, rows), h_tgt.index_select(0, rows),
-                                          sid.index_select(0, rows))
-            self.counters.record_train(result)
-            self.counters.add("time_update_s", time.perf_counter() - t0)
-            return result
-        return train_rows
+    def _host_slots(self, u: Update) -> List[int]:
+        host = list(u.host_slots) if u.host_slots is not None else u.slots.tolist()
+        return first_row_per_slot(host) if self.config.train_rows == "first_per_group" else host
 
-    def _graphed_update(self, h_src, h_tgt, slot_ids, host_slots: List[int],
-                        first_only) -> Callable[[], Optional[TrainResult]]:
-        """The update as ``UpdateGraphs`` (no host read); returns the newest step whose stats have landed."""
-        if first_only:     # the first row of each slot trains; the others get no slot
-            first = {}
-            for j, s in enumerate(host_slots):
-                first.setdefault(s, j)
-            host_slots = [s if s >= 0 and first[s] == j else -1 for j, s in enumerate(host_slots)]
-            slot_ids = torch.tensor(host_slots, dtype=torch.int64).to(h_src.device, non_blocking=True)
+    def _train_eager(self, u: Update) -> Optional[TrainResult]:
+        """``DistillerBank.train_step`` on the rows that have a slot (it reads the host)."""
+        host = self._host_slots(u)
+        rows = [j for j, s in enumerate(host) if s >= 0]
+        if not rows:
+            return None
+        dev = u.h_src.device
+        idx = torch.tensor(rows, dtype=torch.int64, device=dev)
+        result = self.bank.train_step(u.h_src.index_select(0, idx), u.h_tgt.index_select(0, idx),
+                                      torch.tensor([host[j] for j in rows], dtype=torch.int64, device=dev))
+        self.counters.record_train(result)
+        return result
+
+    def _train_graphed(self, u: Update) -> Optional[TrainResult]:
+        """``UpdateGraphs`` (no host read); the newest step whose stats have landed."""
+        host, slots = self._host_slots(u), u.slots
+        if host != list(u.host_slots):   # first_per_group dropped rows: mask them on the device too
+            keep = torch.tensor([s >= 0 for s in host]).to(slots.device, non_blocking=True)
+            slots = torch.where(keep, slots, -1)
         graphs = self.update_graphs
-
-        def train_rows() -> Optional[TrainResult]:
-            t0 = time.perf_counter()
-            results = graphs.fold_ready()          # earlier steps whose stats have landed
-            graphs.run(h_src, h_tgt, slot_ids, host_slots)
-            results += graphs.fold_ready()         # on CPU: this step's too
-            for result in results:
-                self.counters.record_train(result)
-            self.counters.add("time_update_s", time.perf_counter() - t0)
-            return results[-1] if results else None
-        return train_rows
+        results = graphs.fold_ready()          # earlier steps whose stats have landed
+        graphs.run(u.h_src, u.h_tgt, slots, host)
+        results += graphs.fold_ready()         # on CPU: this step's too
+        for result in results:
+            self.counters.record_train(result)
+        return results[-1] if results else None
 
     @property
     def last_train_result(self) -> Optional[TrainResult]:
         self.wait_for_update()
         done = self.runner.last_result
+        if done is not None and done.error is not None:
+            raise done.error
         return None if done is None else done.train
 
     # -- served weights -------------------------------------------------------------------------------------
@@ -275,8 +252,10 @@ class ESampCore:
         if weight.shape[1] != self.shape.hidden:
             raise ValueError(f"lm_head_weight is {tuple(weight.shape)}, expected [V, {self.shape.hidden}]")
         self.wait_for_update()
-        self.lm_head_weight = weight
-        self.lm_head_bias = bias
+        moved = weight is not self.head.weight or bias is not self.head.bias
+        self.head = LMHead(weight, bias, self.head.shard)
+        if moved and self.graphs is not None:
+            self.graphs.reset()   # a captured rule reads the head it was captured with
 
     def drop_warm_start(self) -> bool:
         """Slots acquired from now on start from random init; True if there was a warm start to drop."""
@@ -294,22 +273,3 @@ class ESampCore:
 
     def describe(self) -> str:
         return self.config.describe(self.shape.hidden, self.bank.describe_memory())
-
-
-@dataclass
-class UpdateDone:
-    """What one submitted update measured: the training result (None: no row to train) and the caller's
-    ``measure()`` value."""
-    train: Optional[TrainResult]
-    measured: object = None
-
-
-def first_row_per_slot(slot_ids: torch.Tensor) -> torch.Tensor:
-    """Mask of the first row of each distinct slot id."""
-    r = slot_ids.numel()
-    if r == 0:
-        return torch.zeros(0, dtype=torch.bool, device=slot_ids.device)
-    order = torch.arange(r, device=slot_ids.device)
-    first = torch.full((int(slot_ids.max().item()) + 2,), r, dtype=torch.int64, device=slot_ids.device)
-    first.scatter_reduce_(0, slot_ids + 1, order, reduce="amin")
-    return first.index_select(0, slot_ids + 1) == order

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import math
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 COMBINE_MODES = ("sum", "max", "per_rank")
-# phases of a step timed by ESampCore: update_wait (the next predict waiting for the previous update), predict,
-# candidates / reweight / draw (the sampling rule), submit (handing the update over), update (the update itself,
-# on the worker thread in async mode)
-PHASES = ("update_wait", "predict", "candidates", "reweight", "draw", "submit", "update")
+# wall seconds of a step's ESamp phases: plan (rows -> members -> slots, before the forward), taps (reading them
+# back), update_wait (any wait for the update in flight, wherever it happens), predict, candidates / reweight / draw
+# (the rule), submit (handing the update over) -- all on the scheduler thread -- and update (the update itself, on
+# the worker thread in async mode). ``time_step_s`` / ``steps_timed`` (the runtime's) is the whole step they sit in.
+PHASES = ("plan", "taps", "update_wait", "predict", "candidates", "reweight", "draw", "submit", "update")
+SCHEDULER_PHASES = PHASES[:-1]   # the phases a step waits for (update runs beside it, unless serial)
 
 
 class CounterRegistry:
@@ -48,6 +52,15 @@ class CounterRegistry:
     def add(self, name: str, n=1) -> None:
         with self.lock:
             self._values[name] += n
+
+    @contextmanager
+    def timed(self, phase: str):
+        """Add the wall seconds of the ``with`` body to ``time_<phase>_s``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(f"time_{phase}_s", time.perf_counter() - t0)
 
     def add_device(self, name: str, n) -> None:
         """Add a device tensor (a count the step computed) without reading it: a sync-free step may not read a

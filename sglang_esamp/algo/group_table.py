@@ -124,6 +124,11 @@ class GroupTable:
         if not g.live and len(g.gone) >= g.size:
             self._release(g)
 
+    def is_live(self, key: Hashable, member: Hashable) -> bool:
+        """``member`` joined its group and has not left."""
+        g = self.groups.get(key)
+        return g is not None and member in g.live
+
     def slot_of(self, key: Hashable) -> Optional[int]:
         g = self.groups.get(key)
         return None if g is None else g.slot

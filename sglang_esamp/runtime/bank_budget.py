@@ -23,8 +23,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..algo.bank import bank_memory
-from ..algo.bank_sizing import (AUTO, HARD_CAP, HARD_CAP_CPU, BankSizing, auto_bank_slots, explicit_bank_slots,
+from ..algo.distiller.bank import bank_memory
+from ..algo.distiller.bank_sizing import (AUTO, HARD_CAP, HARD_CAP_CPU, BankSizing, auto_bank_slots, explicit_bank_slots,
                                 memory_left_after_sglang, with_inputs)
 from ..algo.config import ESampConfig
 

@@ -16,17 +16,18 @@ from typing import Optional
 
 import torch
 
-from ..algo.bank import bank_memory
+from ..algo.distiller.bank import bank_memory
 from ..algo.config import ESampConfig
-from ..algo.digest import tensor_digest
+from .digest import tensor_digest
 from ..algo.core import ESampCore
 from ..algo.faults import FaultInjector
 from ..algo.group_table import GroupTable
-from ..algo.tap_spec import tap_spec
-from ..algo.vocab_shard import VocabShard
+from ..algo.reference.tap_spec import tap_spec
+from ..algo.rule.vocab_shard import VocabShard
 from ..wire.modes import UnsupportedModeError, check_server_mode
 from .bank_budget import cgroup_free_bytes, resolve_bank_slots
 from .members import Members
+from .step_clock import StepClock
 from .metrics import PrometheusSink
 from .tap_buffers import DEFAULT_ROWS, TapBuffers
 from .taps import TapSet, UnsupportedModelError
@@ -37,6 +38,18 @@ _RUNTIME: Optional["ESampRuntime"] = None
 
 def current_runtime() -> Optional["ESampRuntime"]:
     return _RUNTIME
+
+
+# what the runtime counts beside the core's counters (the step fixture of the tests declares the same list)
+RUNTIME_COUNTERS = ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors",
+                    "prefill_rows_sampled", "weight_updates", "warm_starts_dropped", "stock_draws_skipped",
+                    "steps_timed")
+
+
+def declare_runtime_counters(counters) -> None:
+    for name in RUNTIME_COUNTERS:
+        counters.declare(name)
+    counters.declare("time_step_s", initial=0.0)
 
 
 def lm_head_of(model):
@@ -108,15 +121,14 @@ class ESampRuntime:
         shard = _vocab_shard(model)
         self.core = ESampCore(config, hidden, weight, bias, device=device, vocab_shard=shard,
                               **self._warm_start_kwargs(model_runner))
+        self.tap_buffers.masked = self.core.sync_free   # no host read on a sync-free step: stale rows masked
         self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
-        for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors",
-                     "prefill_rows_sampled", "weight_updates", "warm_starts_dropped", "stock_draws_skipped"):
-            self.counters.declare(name)
+        declare_runtime_counters(self.counters)
+        self.clock = StepClock()
         self.dp_rank = _dp_rank(getattr(model_runner, "server_args", None))
         self.table = GroupTable(self.core, self.counters, linger_s=config.group_linger_s,
                                 session_ttl_s=config.session_ttl_s, session_max=config.session_max)
         self.members = Members(self.core, self.table, config, dp_rank=self.dp_rank)
-        self.in_flight = None   # the step whose update was submitted last and not yet settled (step.settle)
         self.faults = FaultInjector(config.debug_faults, seed=config.seed, counters=self.counters)
         if self.faults.probs.get("skip_taps"):
             self.taps.drop_write = lambda role: role == "source" and self.faults.fires("skip_taps")
@@ -133,7 +145,7 @@ class ESampRuntime:
         self.warm_start_model = None   # the fingerprint of the weights the loaded warm start was made for
         if self.config.warm_start is None:
             return {}
-        from ..algo import warm_start
+        from ..algo.distiller import warm_start
         from ..models import model_fingerprint
         from ..warm_starts import SHIPPED, shipped_path
 
@@ -156,7 +168,7 @@ class ESampRuntime:
         """Identity of the head ESamp reads; hashing it copies the whole head to the host, so it is done when
         asked (stats) and kept until the next weight update, never at startup or on a forward step."""
         if self._lm_head_digest is None:
-            self._lm_head_digest = tensor_digest(self.core.lm_head_weight)
+            self._lm_head_digest = tensor_digest(self.core.head.weight)
         return self._lm_head_digest
 
     def snapshot(self) -> dict:
@@ -164,7 +176,7 @@ class ESampRuntime:
         config = dict(self.config.to_dict(), bank_slots_rule=self.bank_sizing.describe(),
                       bank_sizing=self.bank_sizing.to_dict())
         return {"pid": os.getpid(), "dp_rank": self.dp_rank, "config": config,
-                "lm_head_digest": self.lm_head_digest, "lm_head_dtype": str(self.core.lm_head_weight.dtype),
+                "lm_head_digest": self.lm_head_digest, "lm_head_dtype": str(self.core.head.weight.dtype),
                 "warm_start_active": self.core.bank.warm_start is not None,
                 "counters": self.counters.snapshot(),
                 "combine": self.counters.combine()}

@@ -2,7 +2,9 @@
 ``algo/group_table.py`` owns the groups and their slots).
 
 ``Members`` parses a Req once into a ``Member`` (cached on the Req): its ``esamp`` value, group key and size from
-the tokenizer's stamp, seed stream, prompt length; ``join`` / ``leave`` pass the member to the table;
+the tokenizer's stamp, seed stream, prompt length; ``join`` / ``leave`` pass the member to the table, which is the
+truth about who joined while the group lives (``joined``, ``slot_of``); what outlives the group is recorded once,
+when the member leaves (``Ended``);
 ``report`` builds ``meta_info.esamp``. The per-request counts (``rows``, ``multi_candidate_rows``,
 ``skipped_rows``, per-token signals) are written only on the scheduler thread (``step.settle`` applies what an
 update measured).
@@ -40,9 +42,7 @@ class Member:
     beta: float
     group: Optional[str]          # None: the sharpening control (no distiller)
     group_size: int
-    joined: bool = False          # it reached a decode step
-    left: bool = False            # it ended (it never rejoins)
-    final: Optional[dict] = None  # its group's slot and stats when it left (the slot may be reused since)
+    ended: Optional["Ended"] = None   # set once, when it leaves (it never rejoins)
     rows: int = 0                 # decode rows of this request sampled by the ESamp rule
     multi_candidate_rows: int = 0  # ... of which had more than one candidate
     skipped_rows: int = 0         # decode rows that sampled stock instead (tap miss, contained step error)
@@ -54,6 +54,10 @@ class Member:
     signals: Optional[Dict[int, tuple]] = None   # return_tokens: output index -> (novelty, shift, count, reweighted)
 
     @property
+    def left(self) -> bool:
+        return self.ended is not None
+
+    @property
     def own_sampler(self) -> bool:
         """Rows must go through ESamp's sampler even without a distiller term (seed, sampled logprobs, signals)."""
         return self.seed is not None or self.request.uses_sampler()
@@ -63,13 +67,24 @@ class Member:
         return self.request.init != "random"
 
 
+@dataclass
+class Ended:
+    """What outlives a member's group, recorded when it leaves: whether it had joined (reached a decode step),
+    and its group's slot and stats then (the table forgets the group, and the slot may be reused since)."""
+    joined: bool
+    slot: Optional[int]
+    stats: Optional[dict]
+
+
 class Members:
     def __init__(self, core, table: GroupTable, config: ESampConfig, dp_rank: int = 0):
         self.core = core
         self.table = table
         self.config = config
         self.dp_rank = dp_rank
-        self.streams: Dict[Tuple, list] = {}    # seeded members' stream key -> [next sibling index, live members]
+        # seeded members' stream key -> [next sibling index, live members]. Not the table's count: a sibling takes
+        # its index on arrival, before it joins the table, and seeded requests without a group are keyed by prompt
+        self.streams: Dict[Tuple, list] = {}
         core.counters.declare("members_off_rank")   # members whose group's distiller is on another DP rank
 
     def member_of(self, req) -> Optional[Member]:
@@ -122,40 +137,41 @@ class Members:
 
     def join(self, m: Member) -> Optional[int]:
         """The slot for this member's rows this step (None = bank full or no distiller: no distiller term)."""
-        if m.left:
-            return None
-        m.joined = True
-        if m.group is None:
+        if m.left or m.group is None:
             return None
         return self.table.join(m.group, m.rid, m.group_size, session=m.request.session, warm=m.warm,
                                init_seed=m.seed)
 
+    def joined(self, m: Member) -> bool:
+        """It reached a decode step with its group (the table's live members; recorded at leave)."""
+        if m.ended is not None:
+            return m.ended.joined
+        return m.group is not None and self.table.is_live(m.group, m.rid)
+
     def slot_of(self, m: Member) -> Optional[int]:
-        if m.final is not None:
-            return m.final["slot"]
-        return self.table.slot_of(m.group) if m.group is not None and m.joined else None
+        if m.ended is not None:
+            return m.ended.slot
+        return self.table.slot_of(m.group) if self.joined(m) else None
 
     def leave(self, m: Member) -> None:
         """The request ended (call after the step settled its updates, so its last step is counted). Idempotent."""
         if m.left:
             return
-        m.left = True
         self._end_stream(m)
-        if m.group is None:
-            return
-        slot = self.slot_of(m)
-        m.final = {"slot": slot, "stats": self.core.slot_stats(slot) if slot is not None else None}
-        self.table.leave(m.group, m.rid, m.group_size)
+        joined, slot = self.joined(m), self.slot_of(m)
+        m.ended = Ended(joined, slot, self.core.slot_stats(slot) if slot is not None else None)
+        if m.group is not None:
+            self.table.leave(m.group, m.rid, m.group_size)
 
     def report(self, m: Member) -> dict:
         """``meta_info.esamp`` of one request."""
         slot = self.slot_of(m)
-        if m.final is not None:
-            stats = m.final["stats"]
+        if m.ended is not None:
+            stats = m.ended.stats
         else:
             stats = self.core.slot_stats(slot) if slot is not None else None
         out = {"beta": m.beta, "group": m.group, "session": m.request.session, "slot": slot,
-               "fallback": m.joined and m.group is not None and slot is None,
+               "fallback": self.joined(m) and slot is None,
                "sharpen_only": m.request.sharpen_only, "sharpen": m.request.sharpen, "init": None if m.group is None else
                ("warm" if m.warm and self.core.bank.warm_start is not None else "random"),
                "rows": m.rows, "multi_candidate_rows": m.multi_candidate_rows, "skipped_rows": m.skipped_rows,

@@ -15,8 +15,9 @@ LLM's own log-probabilities of the token that was chosen -- unless the request a
 the sampled-from candidate logits, 0 elsewhere) before SGLang takes ``log(probs)``, so SGLang's own logprob code
 returns the on-policy token and top logprobs. Rows of seeded requests draw counter-based noise
 (``algo.seeded_noise``). An exception in the ESamp rule is contained here: the rows keep SGLang's own tokens and
-the error is left on the step for ``step.run`` to count. The sampler finds the armed step on ``sampling_info``
-(the ``around_sample`` shim attached it only when ``step.run`` armed it) and the runtime on the step.
+the error is left on the step for ``step.run`` to count. The sampler finds the armed step and its runtime on
+``sampling_info`` (``step_state.Armed``; attached by ``after_init_new``, removed by ``around_sample`` when
+``step.run`` does not arm the rows).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from . import step_state
 class ESampSampler(Sampler):
     def _preprocess_logits(self, logits, sampling_info):
         logits = super()._preprocess_logits(logits, sampling_info)
-        step = step_state.current(sampling_info)
+        armed = step_state.current(sampling_info)
+        step = None if armed is None else armed.step
         if step is not None and step.logits is None and logits.shape[0] == len(sampling_info.temperatures):
             try:
                 step.logits = logits.index_select(0, step.rows).float()
@@ -39,41 +41,43 @@ class ESampSampler(Sampler):
         return logits
 
     def _sample_from_probs(self, probs, sampling_info, positions, simple_sampling_case):
-        step = step_state.current(sampling_info)
-        ready = step is not None and step.logits is not None and (step.prepared or step.sample_only)
+        armed = step_state.current(sampling_info)   # attached only while step.run armed the rows
+        step = None if armed is None else armed.step
+        ready = step is not None and step.logits is not None
         if ready and _every_row_is_esamp(step, probs, sampling_info):
             # each row sampled once: SGLang's draw would be thrown away (it sorts the whole vocabulary per row)
-            out = self._esamp_rule(step, sampling_info)
+            out = _esamp_rule(armed, sampling_info)
             if out is not None:
                 ids = torch.empty(probs.shape[0], dtype=torch.int32, device=probs.device)
                 ids[step.rows] = out.tokens.to(torch.int32)
-                self._finish(step, probs, out)
-                step.runtime.counters.add("stock_draws_skipped")
+                _write_logprobs(step, probs, out)
+                armed.rt.counters.add("stock_draws_skipped")
                 return ids, None
             # the rule failed (contained, step.error is set): SGLang's own tokens for every row
         ids, capture = super()._sample_from_probs(probs, sampling_info, positions, simple_sampling_case)
         if not ready or step.error is not None:
             return ids, capture
-        out = self._esamp_rule(step, sampling_info)
+        out = _esamp_rule(armed, sampling_info)
         if out is None:
             return ids, capture
         new_ids = ids.clone()
         new_ids[step.rows] = out.tokens.to(ids.dtype)
-        self._finish(step, probs, out)
+        _write_logprobs(step, probs, out)
         return new_ids, capture
 
-    @staticmethod
-    def _esamp_rule(step, sampling_info):
-        """4. sample: the ESamp rule on the step's rows with their own filters, or None (contained)."""
-        rows = step.rows
-        pick = lambda t: t.reshape(-1).index_select(0, rows)  # noqa: E731  [bs,1] or [bs] -> [R]
-        return esamp_step.sample(step, pick(sampling_info.temperatures), pick(sampling_info.top_ks),
-                                 pick(sampling_info.top_ps), pick(sampling_info.min_ps))
 
-    @staticmethod
-    def _finish(step, probs, out) -> None:
-        if step.sampled_logprobs is not None:
-            _write_sampled_probs(probs, step.rows.index_select(0, step.sampled_logprobs), out, step.sampled_logprobs)
+def _esamp_rule(armed, sampling_info):
+    """3.-4. predict and sample: the ESamp rule on the step's rows with their own filters, or None (contained)."""
+    rows = armed.step.rows
+    filters = [t.reshape(-1).index_select(0, rows) for t in (sampling_info.temperatures, sampling_info.top_ks,
+                                                              sampling_info.top_ps, sampling_info.min_ps)]
+    return esamp_step.sample(armed.rt, armed.step, filters)
+
+
+def _write_logprobs(step, probs, out) -> None:
+    """Rows that asked ``logprobs: "sampled"`` report the distribution their token was drawn from."""
+    if step.sampled_logprobs is not None:
+        _write_sampled_probs(probs, step.rows.index_select(0, step.sampled_logprobs), out, step.sampled_logprobs)
 
 
 def _every_row_is_esamp(step, probs, sampling_info) -> bool:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 
 from ..wire.hookspec import AFTER, AROUND, BEFORE, hook
+from ..wire.sglang_paths import MODEL_RUNNER, SCHEDULER, WEIGHT_UPDATER
 from . import step, step_state
 from .esamp_runtime import current_runtime
 
 logger = logging.getLogger("sglang_esamp")
 
-_MR = "sglang.srt.model_executor.model_runner.ModelRunner"
-_SCHED = "sglang.srt.managers.scheduler.Scheduler"
-_WU = "sglang.srt.model_executor.model_runner_components.weight_updater.WeightUpdater"
+_MR, _SCHED, _WU = MODEL_RUNNER, SCHEDULER, WEIGHT_UPDATER
 
 
 # -- the step ------------------------------------------------------------------------------------------------------
@@ -32,7 +31,7 @@ def after_init_new(result, *args, **kwargs):
         return result
     planned = step.plan(rt, result, batch)
     if planned is not None:
-        step_state.attach(sampling_info, planned)
+        step_state.attach(sampling_info, rt, planned)
     return result
 
 
@@ -41,8 +40,8 @@ def after_init_new(result, *args, **kwargs):
 def around_sample(original, model_runner, logits_output, forward_batch, *args, **kwargs):
     rt = current_runtime()
     sampling_info = getattr(forward_batch, "sampling_info", None)
-    planned = step_state.current(sampling_info)
-    if rt is None or model_runner is not rt.model_runner or planned is None:
+    armed = step_state.current(sampling_info)
+    if rt is None or model_runner is not rt.model_runner or armed is None:
         return original(model_runner, logits_output, forward_batch, *args, **kwargs)
 
     def sglang_sample(armed: bool):
@@ -50,7 +49,7 @@ def around_sample(original, model_runner, logits_output, forward_batch, *args, *
             step_state.detach(sampling_info)   # the sampler sees no ESamp rows: every row samples stock
         return original(model_runner, logits_output, forward_batch, *args, **kwargs)
     try:
-        return step.run(rt, planned, forward_batch, sglang_sample)
+        return step.run(rt, armed.step, forward_batch, sglang_sample)
     finally:
         step_state.detach(sampling_info)
 

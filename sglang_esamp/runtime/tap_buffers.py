@@ -35,8 +35,10 @@ def capturing() -> bool:
 
 
 class TapBuffers:
-    def __init__(self, hidden: int, dtype: torch.dtype, device, rows: int = DEFAULT_ROWS):
+    def __init__(self, hidden: int, dtype: torch.dtype, device, rows: int = DEFAULT_ROWS, masked: bool = False):
+        """``masked``: ``take`` reads nothing back to the host and masks stale rows (a sync-free core's step)."""
         self.hidden, self.dtype, self.device = int(hidden), dtype, torch.device(device)
+        self.masked = masked
         self.h: Dict[str, torch.Tensor] = {}
         self.stamp: Dict[str, torch.Tensor] = {}
         self._allocate(max(1, int(rows)))
@@ -60,6 +62,15 @@ class TapBuffers:
             self._allocate(max(n, 2 * self.rows))
         self.h[role][:n].copy_(value)
         self.stamp[role][:n].copy_(positions[:n])
+
+    def take(self, rows: torch.Tensor, positions: torch.Tensor,
+             batch_size: int) -> Optional[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
+        """The step's read: ``read_masked`` (source, target, fresh) for masked buffers, else ``read`` with fresh
+        None; None = a miss."""
+        if self.masked:
+            return self.read_masked(rows, positions, batch_size)
+        taps = self.read(rows, positions, batch_size)
+        return None if taps is None else (taps[0], taps[1], None)
 
     def read_masked(self, rows: torch.Tensor, positions: torch.Tensor,
                     batch_size: int) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

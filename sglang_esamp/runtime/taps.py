@@ -28,7 +28,7 @@ from typing import Callable, List
 
 import torch
 
-from ..algo.tap_spec import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
+from ..algo.reference.tap_spec import LM_HEAD_INPUT, TapSpec, parse_layer_norm_tap
 from . import step_state
 from .tap_buffers import TapBuffers, capturing
 

@@ -18,19 +18,19 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from .esamp_runtime import lm_head_of
+from .esamp_runtime import ESampRuntime, lm_head_of
 
 logger = logging.getLogger("sglang_esamp")
 
 
-def refresh_lm_head(rt) -> None:
+def refresh_lm_head(rt: ESampRuntime) -> None:
     """Read the LM head from the model again (a weight loader may have replaced the parameter object)."""
     weight, bias = lm_head_of(rt.model_runner.model)
     rt.core.set_lm_head(weight, bias)
     rt.forget_lm_head_digest()
 
 
-def weights_changed(rt, what: str, new_model_dir: Optional[str]) -> None:
+def weights_changed(rt: ESampRuntime, what: str, new_model_dir: Optional[str]) -> None:
     """After a weight update: read the LM head again; drop a warm start that no longer fits the weights
     (``new_model_dir``: the checkpoint now served, None = unknown in-memory weights)."""
     rt.counters.add("weight_updates")
@@ -38,7 +38,7 @@ def weights_changed(rt, what: str, new_model_dir: Optional[str]) -> None:
     if rt.core.bank.warm_start is None:
         return
     if new_model_dir is not None and rt.warm_start_model is not None:
-        from ..algo.warm_start import WarmStartMismatch, check_metadata
+        from ..algo.distiller.warm_start import WarmStartMismatch, check_metadata
 
         try:
             check_metadata({"model": rt.warm_start_model}, rt.config.warm_start,

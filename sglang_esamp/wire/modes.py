@@ -5,7 +5,7 @@
 the model runner (any other way of starting SGLang with the plugin). It reads ``ServerArgs`` attributes only.
 
 ``SGLANG_ESAMP_ALLOW_CUDA_GRAPH=1`` lifts the first rule (CUDA graphs) and nothing else, for the run that proves
-ESamp under graph replay on a GPU (``benchmarks/gpu_server_check.sh``, issue #39); each process that serves CUDA
+ESamp under graph replay on a GPU (``benchmarks/gpu/lease.sh``, issues #39, #45); each process that serves CUDA
 graphs under it says so on stderr.
 """
 from __future__ import annotations

@@ -6,10 +6,14 @@ import time
 import pytest
 import torch
 
-from sglang_esamp.algo.bank import DistillerBank, OptimizerSpec
+from sglang_esamp.algo.distiller.bank import DistillerBank
+from sglang_esamp.algo.update.slot_optimizer import OptimizerSpec
 from sglang_esamp.algo.config import ESampConfig
-from sglang_esamp.algo.core import ESampCore, first_row_per_slot
-from sglang_esamp.algo.distiller import Distiller
+from sglang_esamp.algo.core import ESampCore
+from sglang_esamp.algo.rule.inputs import RuleInputs
+from sglang_esamp.algo.update.job import first_row_per_slot
+from sglang_esamp.algo.distiller.distiller import Distiller
+from sglang_esamp.algo.update.job import Update
 
 H, V = 32, 200
 
@@ -36,7 +40,7 @@ def test_prediction_is_exactly_one_step_stale():
         src, tgt = _rows(3, t)
         h_hat = core.predict(src, ids)                    # step t: weights after the update of step t-1
         torch.testing.assert_close(h_hat, shadow(src).detach(), rtol=1e-5, atol=1e-5)
-        core.train(src, tgt, ids)
+        core.train(Update(src, tgt, ids))
         opt.zero_grad()
         (tgt - shadow(src)).pow(2).sum(1).mean().backward()
         torch.nn.utils.clip_grad_norm_(shadow.parameters(), 0.5)
@@ -54,9 +58,9 @@ def test_rows_without_a_slot_are_ignored():
     h = core.predict(src, ids)
     assert torch.equal(h[1], torch.zeros(H)) and torch.equal(h[3], torch.zeros(H))
     torch.testing.assert_close(h[0::2], core.bank.predict(src[0::2], ids[0::2]))
-    core.train(src, tgt, ids)
+    core.train(Update(src, tgt, ids))
     assert core.last_train_result.rows == [2]
-    core.train(src, tgt, torch.full((4,), -1))            # nothing to train: no update, nothing counted
+    core.train(Update(src, tgt, torch.full((4,), -1)))            # nothing to train: no update, nothing counted
     assert core.stats()["updates"] == 1
 
 
@@ -67,12 +71,12 @@ def test_first_per_group_trains_one_row_per_slot():
     ids = torch.tensor([b, a, a, b, -1])
     twin = DistillerBank(core.shape, 4, OptimizerSpec(), seed=0)
     twin.acquire(), twin.acquire()
-    core.train(src, tgt, ids)
+    core.train(Update(src, tgt, ids))
     twin.train_step(src[:2], tgt[:2], ids[:2])
     assert core.last_train_result.rows == [1, 1]
     for k in core.bank.params:
         assert torch.equal(core.bank.params[k], twin.params[k])
-    assert first_row_per_slot(torch.tensor([3, 3, 0, 3, 0, 1])).tolist() == [True, False, True, False, False, True]
+    assert first_row_per_slot([3, 3, 0, 3, 0, 1, -1, 1]) == [3, -1, 0, -1, -1, 1, -1, -1]
 
 
 def test_counters_snapshot_is_json_and_consistent_while_training():
@@ -93,15 +97,15 @@ def test_counters_snapshot_is_json_and_consistent_while_training():
 
     th = threading.Thread(target=reader)
     th.start()
-    w = core.lm_head_weight
+    w = core.head.weight
     for t in range(20):
         src, tgt = _rows(3, t)
         ids = torch.full((3,), a)
-        h_hat = core.predict(src, ids)
         logits = tgt @ w.T
-        core.sample(logits, torch.ones(3), torch.full((3,), 1 << 30), torch.full((3,), 0.9), torch.zeros(3),
-                    torch.full((3,), 0.25), h_hat, generator=torch.Generator().manual_seed(t))
-        core.train(src, tgt, ids)
+        core.sample(RuleInputs(logits, torch.ones(3), torch.full((3,), 1 << 30), torch.full((3,), 0.9),
+                               torch.zeros(3), torch.full((3,), 0.25), h_src=src, slots=ids),
+                    generator=torch.Generator().manual_seed(t), record=True)
+        core.train(Update(src, tgt, ids))
     stop.set()
     th.join()
     assert not errors and seen and seen == sorted(seen)
@@ -118,14 +122,14 @@ def test_nonfinite_rows_are_dropped_and_counted_through_the_core():
     a, b = core.acquire_slot(), core.acquire_slot()
     src, tgt = _rows(4, 0)
     tgt[0, 0] = float("inf")
-    core.train(src, tgt, torch.tensor([a, b, b, a]))
+    core.train(Update(src, tgt, torch.tensor([a, b, b, a])))
     snap = core.stats()
     assert snap["rows_dropped_nonfinite"] == 1 and snap["nan_resets"] == 0 and snap["divergence_resets"] == 0
     assert snap["updates"] == 1 and snap["rows_trained"] == 3 and snap["finite_losses"] == 2
     assert core.slot_stats(a)["rows_dropped_nonfinite"] == 1 and core.slot_stats(a)["steps"] == 1
     # a slot whose only row is non-finite is skipped: no loss, no update, no reset
     src[1, 2] = float("nan")
-    core.train(src[:2], tgt[:2], torch.tensor([a, b]))
+    core.train(Update(src[:2], tgt[:2], torch.tensor([a, b])))
     snap = core.stats()
     assert snap["rows_dropped_nonfinite"] == 3 and snap["nonfinite_losses"] == 0 and snap["nan_resets"] == 0
     assert snap["updates"] == 1 and core.slot_stats(b)["steps"] == 1
@@ -140,11 +144,11 @@ def test_divergence_reset_is_counted_through_the_core():
         ids = torch.tensor([a, a, b, b])
         for t in range(8):
             src, tgt = _rows(4, t)
-            core.train(src, tgt * 0.1 + src, ids)
+            core.train(Update(src, tgt * 0.1 + src, ids))
         src, tgt = _rows(4, 8)
         tgt = tgt * 0.1 + src
         tgt[:2] *= 1e3
-        core.train(src, tgt, ids)
+        core.train(Update(src, tgt, ids))
         snap = core.stats()
         res = core.last_train_result
         assert snap["divergence_resets"] == int(fires) and snap["nan_resets"] == 0
@@ -161,8 +165,8 @@ def test_describe_reports_memory():
 
 
 def test_warm_start_file_is_loaded(tmp_path):
-    from sglang_esamp.algo.tap_spec import TAP_PRESETS
-    from sglang_esamp.algo.warm_start import WarmStartMismatch, save_warm_start
+    from sglang_esamp.algo.reference.tap_spec import TAP_PRESETS
+    from sglang_esamp.algo.distiller.warm_start import WarmStartMismatch, save_warm_start
 
     core = _core()
     d = Distiller(core.shape, generator=torch.Generator().manual_seed(1))

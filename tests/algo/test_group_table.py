@@ -6,6 +6,7 @@ import torch
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
 from sglang_esamp.algo.group_table import GroupTable
+from sglang_esamp.algo.update.job import Update
 
 H = 16
 
@@ -116,7 +117,7 @@ def test_a_session_keeps_its_slot_and_weights_until_its_ttl():
     table, core, clock = make(slots=4, session_max=2, ttl=10.0)
     s = table.join("req1", "a", 1, session="sess")
     src, tgt = torch.randn(2, H), 4 * torch.randn(2, H)
-    core.train(src, tgt, torch.full((2,), s))
+    core.train(Update(src, tgt, torch.full((2,), s)))
     core.wait_for_update()                  # the update may run on the worker thread (update_mode auto)
     trained = core.bank.slot_state(s)
     table.leave("req1", "a", 1)

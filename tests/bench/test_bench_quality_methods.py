@@ -1,7 +1,7 @@
 """Method names <-> sampling parameters (bench_quality/methods.py): the authors' filter grammar."""
 import pytest
 
-from sglang_esamp.bench_quality.methods import ANCHOR, PRESETS, parse_method, resolve_methods
+from sglang_esamp.bench.quality.methods import ANCHOR, PRESETS, parse_method, resolve_methods
 
 
 def test_anchor_is_the_authors_filters_without_esamp():
@@ -55,8 +55,8 @@ def test_the_nosharpen_variant_asks_for_sharpen_false_and_keys_its_own_samples()
 
 
 def test_report_tables_pass_at_k_at_powers_of_two_with_paired_differences():
-    from sglang_esamp.bench_quality.metrics import report_ks
-    from sglang_esamp.bench_quality.report import markdown
+    from sglang_esamp.bench.quality.metrics import report_ks
+    from sglang_esamp.bench.quality.report import markdown
 
     assert report_ks(16) == [1, 2, 4, 8, 16] and report_ks(12) == [1, 2, 4, 8, 12] and report_ks(1) == [1]
 
@@ -76,7 +76,7 @@ def test_report_tables_pass_at_k_at_powers_of_two_with_paired_differences():
 
 
 def test_scoring_requests_are_bounded_in_tokens():
-    from sglang_esamp.bench_quality.client import scoring_batches
+    from sglang_esamp.bench.quality.client import scoring_batches
 
     # prompt 100: items cost 100 + their length; budget 1000
     assert scoring_batches(100, [300, 300, 0, 300, 900, 50], budget=1000) == [[0, 1], [3], [4], [5]]

@@ -3,8 +3,8 @@ quality) and the CLI's errors."""
 import numpy as np
 import pytest
 
-from sglang_esamp.bench_quality.frontier import axis_pairs, frontier_gaps, gap, line_at
-from sglang_esamp.bench_quality.metrics import bootstrap_indices
+from sglang_esamp.bench.quality.frontier import axis_pairs, frontier_gaps, gap, line_at
+from sglang_esamp.bench.quality.metrics import bootstrap_indices
 
 
 def test_line_is_read_between_the_sweep_points_sorted_by_quality_and_never_extrapolated():
@@ -67,9 +67,55 @@ def test_frontier_gaps_cover_every_method_outside_the_sweep_on_every_axis_pair()
                                          (["--tasks", "nope"], "nope"), ([], "--base-url"),
                                          (["--workers", "0"], "--workers"), (["--workers", "2"], "--model")])
 def test_bad_flags_end_with_a_cli_error_naming_them(tmp_path, capsys, flags, named):
-    from sglang_esamp.bench_quality.cli import main
+    from sglang_esamp.bench.quality.cli import main
 
     source = [] if not flags else ["--report-only"]
     with pytest.raises(SystemExit) as e:
         main(source + flags + ["--output", str(tmp_path)])
     assert e.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_concave_fit_passes_through_three_concave_points_and_lies_above_their_straight_line():
+    from sglang_esamp.bench.quality.frontier import concave_at, concave_fit
+
+    xs, ys = [1.0, 2.0, 4.0], [1.0, 2.0, 2.9]              # concave and increasing: the parabola through them
+    c, b, a = concave_fit(xs, ys)
+    assert c < 0 and [c * x * x + b * x + a for x in xs] == pytest.approx(ys)
+    for x in (1.5, 3.0):
+        assert concave_at(xs, ys, x) > line_at(xs, ys, x)
+    assert concave_at(xs, ys, 4.5) is None and concave_at(xs, ys, 0.5) is None      # never extrapolated
+    assert concave_fit([1.0, 3.0], [1.0, 5.0]) == pytest.approx((0.0, 2.0, -1.0))   # two points: the line
+
+
+def test_concave_fit_of_convex_or_turning_points_is_the_best_concave_monotone_quadratic():
+    from sglang_esamp.bench.quality.frontier import concave_fit
+
+    x = np.array([0.0, 1.0, 2.0])
+    c, b, a = concave_fit(x, [0.0, 0.0, 2.0])               # convex: no concave curve passes; the LS line
+    assert c == 0.0 and b == pytest.approx(1.0) and a == pytest.approx(-1.0 / 3.0)
+    c, b, a = concave_fit(x, [0.0, 2.0, 1.0])               # rises then falls: the parabola would turn inside
+    assert c <= 0.0 and (c == 0.0 or not 0.0 < -b / (2 * c) < 2.0)
+    grid = np.linspace(0.0, 2.0, 21)
+    fit = np.polyval((c, b, a), grid)
+    assert np.all(np.diff(fit) >= -1e-12) or np.all(np.diff(fit) <= 1e-12)
+    # and no other concave monotone quadratic fits the points better (a grid over the feasible ones)
+    sse = float(((np.polyval((c, b, a), x) - [0.0, 2.0, 1.0]) ** 2).sum())
+    for cc in np.linspace(-3, 0, 31):
+        for bb in np.linspace(-4, 8, 61):
+            if cc < 0 and 0.0 < -bb / (2 * cc) < 2.0:
+                continue
+            aa = np.mean(np.array([0.0, 2.0, 1.0]) - cc * x * x - bb * x)
+            assert ((np.polyval((cc, bb, aa), x) - [0.0, 2.0, 1.0]) ** 2).sum() >= sse - 1e-9
+
+
+def test_the_concave_gap_is_smaller_than_the_straight_one_between_concave_sweep_points():
+    sweep = [_cols(1.0, 1.0), _cols(2.0, 2.0), _cols(4.0, 2.9)]
+    idx = bootstrap_indices(4, 100, 0)
+    straight = gap(_cols(3.0, 2.6), sweep, "nll", "vendi", idx)
+    concave = gap(_cols(3.0, 2.6), sweep, "nll", "vendi", idx, fit="concave")
+    assert straight["gap"] == pytest.approx(2.6 - 2.45)
+    c, b, a = np.polyfit([1.0, 2.0, 4.0], [1.0, 2.0, 2.9], 2)
+    assert concave["gap"] == pytest.approx(2.6 - (9 * c + 3 * b + a)) and concave["gap"] < straight["gap"]
+    out = frontier_gaps({"t0.6": sweep[0], "t0.8": sweep[1], "t1.0": sweep[2], "m": _cols(3.0, 2.6)},
+                        ["t0.6", "t0.8", "t1.0"], [("nll", "vendi")], idx, fit="concave")
+    assert out["m"]["vendi vs nll"]["gap"] == pytest.approx(concave["gap"])

@@ -20,7 +20,7 @@ TASKS = ("humaneval", "gsm8k", "open")
 
 
 def test_humaneval_checker_passes_a_correct_solution_and_fails_a_wrong_one():
-    from sglang_esamp.bench_quality.tasks import HumanEval
+    from sglang_esamp.bench.quality.tasks import HumanEval
 
     task = HumanEval()
     problem = task.load(limit=1)[0]
@@ -30,16 +30,16 @@ def test_humaneval_checker_passes_a_correct_solution_and_fails_a_wrong_one():
     wrong = "```python\ndef has_close_elements(numbers, threshold):\n    return not numbers\n```"
     assert task.score(problem, wrong)["correct"] is False
     loop = "```python\ndef has_close_elements(numbers, threshold):\n    while True:\n        pass\n```"
-    from sglang_esamp.bench_quality.code_exec import check_humaneval
-    from sglang_esamp.bench_quality.tasks import extract_code
+    from sglang_esamp.bench.quality.code_exec import check_humaneval
+    from sglang_esamp.bench.quality.tasks import extract_code
 
     r = check_humaneval(problem.data, extract_code(loop, "has_close_elements"), timeout_s=2)
     assert not r.passed and r.result == "timed out"
 
 
 def test_gsm8k_checker_and_pass_at_k():
-    from sglang_esamp.bench_quality.metrics import pass_at_k
-    from sglang_esamp.bench_quality.tasks import GSM8K
+    from sglang_esamp.bench.quality.metrics import pass_at_k
+    from sglang_esamp.bench.quality.tasks import GSM8K
 
     task = GSM8K()
     problem = task.load(limit=1)[0]
@@ -51,7 +51,7 @@ def test_gsm8k_checker_and_pass_at_k():
 
 
 def test_method_names_round_trip():
-    from sglang_esamp.bench_quality.methods import PRESETS, parse_method, resolve_methods
+    from sglang_esamp.bench.quality.methods import PRESETS, parse_method, resolve_methods
 
     assert len(resolve_methods("all")) == len(PRESETS["all"]) == 8 + 16
     m = parse_method("esamp_b0.25_warm_minp0.1")
@@ -65,7 +65,8 @@ def test_method_names_round_trip():
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    from sglang_esamp.bench_quality.cli import main
+    from sglang_esamp.bench.quality.cache import read_samples
+    from sglang_esamp.bench.quality.cli import main
 
     d = tmp_path_factory.mktemp("bench-quality")
     out = d / "out"
@@ -78,6 +79,7 @@ def bench(tmp_path_factory):
         rc = main(argv)
         first_s = time.time() - t0
         doc = json.loads((out / "results.json").read_text())
+        samples = read_samples(out)                                      # schema v2: in samples/, not results.json
         blocks = (out / "blocks.jsonl").read_text()
         rc_again = main(argv + ["--no-embeddings", "--no-plots"])        # everything is cached now
         blocks_again = (out / "blocks.jsonl").read_text()
@@ -86,12 +88,12 @@ def bench(tmp_path_factory):
     report = json.loads((out / "results.json").read_text())
     print(f"bench_quality first run: {first_s:.0f} s")
     return {"rc": rc, "rc_again": rc_again, "doc": doc, "out": out, "blocks": blocks, "blocks_again": blocks_again,
-            "rc_report": rc_report, "report": report}
+            "rc_report": rc_report, "report": report, "samples": samples, "samples_report": read_samples(out)}
 
 
 @pytest.mark.slow
 def test_run_writes_the_schema_and_every_sample(bench):
-    from sglang_esamp.bench_quality.report import SCHEMA
+    from sglang_esamp.bench.quality.report import SCHEMA
 
     assert bench["rc"] == 0
     doc, out = bench["doc"], bench["out"]
@@ -110,9 +112,12 @@ def test_run_writes_the_schema_and_every_sample(bench):
         for name, m in t["methods"].items():
             assert m["complete_problems"] == 2 and m["missing_problems"] == 0
             f = m["figures"]
-            expected = {"vendi", "cosine", "distinct2", "distinct3", "nll", "ppl", "completion_tokens"}
+            expected = {"vendi", "cosine", "distinct2", "distinct3", "distinct2_pair", "nll", "ppl",
+                        "completion_tokens"}
             if task != "open":
                 expected |= {"pass@1", "pass@2"}
+            if task == "gsm8k":                               # the strict scorer beside math-verify
+                expected |= {"strict_pass@1", "strict_pass@2", "strict_differs"}
             assert expected <= set(f), (task, name, sorted(f))
             assert 1.0 - 1e-6 <= f["vendi"]["mean"] <= 2.0 + 1e-6
             if task != "open":
@@ -120,7 +125,9 @@ def test_run_writes_the_schema_and_every_sample(bench):
             assert m["tokens_per_s"] and m["tokens_per_s"] > 0
             if name != PLAIN:
                 assert "vs_baseline" in m and "nll" in m["vs_baseline"]
-    samples = doc["samples"]
+    assert "samples" not in doc and doc["sample_files"] == {
+        t: {m: f"samples/{t}/{m}.jsonl.gz" for m in METHODS} for t in TASKS}
+    samples = bench["samples"]
     assert len(samples) == len(TASKS) * len(METHODS) * 2 * 2
     for s in samples:
         assert isinstance(s["text"], str) and s["completion_tokens"] >= 1 and "correct" in s["score"]
@@ -133,7 +140,7 @@ def test_run_writes_the_schema_and_every_sample(bench):
 @pytest.mark.slow
 def test_perplexities_are_finite(bench):
     doc = bench["doc"]
-    for s in doc["samples"]:
+    for s in bench["samples"]:
         assert s["scored_tokens"] == s["completion_tokens"] or s["scored_tokens"] >= s["completion_tokens"] - 1, s
         assert s["nll"] is not None and math.isfinite(s["nll"]) and s["nll"] >= 0.0, s
     for t in doc["tasks"].values():
@@ -145,7 +152,7 @@ def test_perplexities_are_finite(bench):
 def test_counters_show_esamp_work_only_in_esamp_arms(bench):
     doc = bench["doc"]
     by_method = {}
-    for s in doc["samples"]:
+    for s in bench["samples"]:
         by_method.setdefault(s["method"], []).append(s)
     assert all(s["esamp"] is None for s in by_method[PLAIN] + by_method[COLD])
     for s in by_method[ESAMP]:
@@ -178,9 +185,10 @@ def test_frontier_gaps_place_the_other_methods_against_the_temperature_line(benc
         fr = t["frontier"]
         assert fr["sweep"] == [COLD, PLAIN], task
         assert set(fr["gaps"]) == {SHARPEN, ESAMP}, task
-        pairs = {"vendi vs nll", "distinct2 vs nll"} | (set() if task == "open" else
+        pairs = {"vendi vs nll", "distinct2 vs nll", "distinct2_pair vs nll"} | (set() if task == "open" else
                                                         {"vendi vs pass@1", "distinct2 vs pass@1", "pass@2 vs pass@1"})
-        for name, per in fr["gaps"].items():
+        assert set(fr["gaps_concave"]) == set(fr["gaps"]), task
+        for name, per in [*fr["gaps"].items(), *fr["gaps_concave"].items()]:
             assert set(per) == pairs, (task, name)
             for g in per.values():
                 assert g is None or (0.0 <= g["inside"] <= 1.0 and g["problems"] <= 2), g
@@ -200,4 +208,4 @@ def test_a_report_only_rebuild_keeps_the_generation_command(bench):
     gens = report["generation_commands"]
     assert len(gens) == 2 and gens[0] == doc["command"] and gens[1] == report["generation_command"]
     assert "--no-plots" in gens[1] and "--no-plots" not in gens[0]
-    assert [s["text"] for s in report["samples"]] == [s["text"] for s in doc["samples"]]
+    assert [s["text"] for s in bench["samples_report"]] == [s["text"] for s in bench["samples"]]

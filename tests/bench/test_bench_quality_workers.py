@@ -28,8 +28,8 @@ class _BlockLog:
 
 
 def test_a_server_that_finishes_early_pulls_the_remaining_blocks_instead_of_idling():
-    from sglang_esamp.bench_quality.cli import run_workers
-    from sglang_esamp.bench_quality.runner import MainThreadCalls
+    from sglang_esamp.bench.quality.cli import run_workers
+    from sglang_esamp.bench.quality.runner import MainThreadCalls
 
     ran, last_done = [], threading.Event()
     runners = [_BlockLog("s0", ran, last_done), _BlockLog("s1", ran, last_done)]
@@ -39,8 +39,8 @@ def test_a_server_that_finishes_early_pulls_the_remaining_blocks_instead_of_idli
 
 
 def test_a_failing_server_stops_but_the_others_finish_the_queue_and_the_error_is_raised():
-    from sglang_esamp.bench_quality.cli import run_workers
-    from sglang_esamp.bench_quality.runner import MainThreadCalls
+    from sglang_esamp.bench.quality.cli import run_workers
+    from sglang_esamp.bench.quality.runner import MainThreadCalls
 
     ran, last_done = [], threading.Event()
     runners = [_BlockLog("s0", ran, last_done), _BlockLog("s1", ran, last_done)]
@@ -51,7 +51,7 @@ def test_a_failing_server_stops_but_the_others_finish_the_queue_and_the_error_is
 
 @pytest.mark.slow
 def test_two_workers_run_a_method_each_and_keep_each_blocks_counters_its_own(tmp_path):
-    from sglang_esamp.bench_quality.cli import main
+    from sglang_esamp.bench.quality.cli import main
 
     out = tmp_path / "out"
     rc = main(["--model", "smollm2-135m-instruct", "--workers", "2",

@@ -17,7 +17,7 @@ REQUESTS, CONCURRENCY, MAX_TOKENS = 100, 8, 16
 
 
 def test_base_url_must_be_loopback(capsys):
-    from sglang_esamp.bench_soak.cli import main
+    from sglang_esamp.bench.soak.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["--base-url", "http://10.1.2.3:30000", "--requests", "1"])
@@ -29,7 +29,7 @@ def test_base_url_must_be_loopback(capsys):
 def test_plan_covers_every_kind_and_is_seeded():
     import random
 
-    from sglang_esamp.bench_soak.mix import WEIGHTS, Capabilities, Planner
+    from sglang_esamp.bench.soak.mix import WEIGHTS, Capabilities, Planner
 
     caps = Capabilities(session_mode="issued", rejects_unissued=True)
     plan = lambda seed: Planner(random.Random(seed), MAX_TOKENS, caps, "t").plan(REQUESTS)   # noqa: E731
@@ -173,7 +173,7 @@ def fake_server():
 
 
 def test_soak_handles_a_server_without_issued_session_ids(fake_server, tmp_path):
-    from sglang_esamp.bench_soak.cli import main
+    from sglang_esamp.bench.soak.cli import main
 
     rc = main(["--base-url", fake_server(), "--requests", "60", "--concurrency", "6", "--max-tokens", "4",
                "--no-progress", "--output", str(tmp_path / "soak.json")])
@@ -188,7 +188,7 @@ def test_soak_handles_a_server_without_issued_session_ids(fake_server, tmp_path)
 
 
 def test_soak_fails_on_a_5xx_and_a_leaked_slot(fake_server, tmp_path):
-    from sglang_esamp.bench_soak.cli import main
+    from sglang_esamp.bench.soak.cli import main
 
     rc = main(["--base-url", fake_server(broken=True), "--requests", "30", "--concurrency", "3", "--max-tokens", "4",
                "--no-progress", "--settle-timeout", "1", "--output", str(tmp_path / "soak.json")])
@@ -202,7 +202,7 @@ def test_soak_fails_on_a_5xx_and_a_leaked_slot(fake_server, tmp_path):
 
 @pytest.fixture(scope="module")
 def soak(tmp_path_factory):
-    from sglang_esamp.bench_soak.cli import main
+    from sglang_esamp.bench.soak.cli import main
 
     d = tmp_path_factory.mktemp("bench-soak")
     with running_server(["--log-level", "warning", "--esamp-warm-start", "shipped"], d / "server.log") as \
@@ -225,7 +225,7 @@ def test_soak_finds_nothing_unexpected(soak):
 
 @pytest.mark.slow
 def test_every_kind_was_sent_and_answered_as_expected(soak):
-    from sglang_esamp.bench_soak.mix import BAD_INPUTS, WEIGHTS
+    from sglang_esamp.bench.soak.mix import BAD_INPUTS, WEIGHTS
 
     doc = soak["doc"]
     kinds = set(WEIGHTS) - (set() if doc["session_protocol"]["rejects_unissued"] else {"session_unissued"})

@@ -1,6 +1,6 @@
-"""benchmarks/gpu_bundle.py: the plan of what travels to the GPU machine, its size arithmetic, the wheel re-store,
+"""benchmarks/gpu/bundle.py: the plan of what travels to the GPU machine, its size arithmetic, the wheel re-store,
 and the site hooks that load ESamp on the device (issue #39). No network: the real build is a manual step
-(bash benchmarks/gpu_bundle.sh), its sizes are in docs/performance.md."""
+(bash benchmarks/gpu/bundle.sh), its sizes are in docs/performance.md."""
 import importlib.util
 import json
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "benchmarks" / "gpu_bundle.py")
+spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "benchmarks" / "gpu" / "bundle.py")
 gb = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(gb)
 
@@ -29,12 +29,13 @@ def test_the_plan_is_consistent():
 
 
 def test_the_check_mode_runs_without_network_and_fits():
-    """CI's guard: the plan is valid and the repository plus the (expected or built) bundle fits in 64 MiB -- when
-    this fails, the GPU command no longer fits: see docs/performance.md for where the room went."""
-    proc = subprocess.run(["bash", "benchmarks/gpu_bundle.sh", "--check"], cwd=ROOT, capture_output=True, text=True,
+    """CI's guard: the plan is valid and the repository plus the (expected or built) bundle fits in 56 MiB, 8 under
+    the device's 64 (issue #45) -- when this fails, the lease's command is close to no longer travelling: see
+    docs/performance.md for where the room went."""
+    proc = subprocess.run(["bash", "benchmarks/gpu/bundle.sh", "--check"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
+    assert "[bundle] travel: tracked" in proc.stdout and "of 56.00 MiB" in proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "[bundle] travel: tracked" in proc.stdout and "of 64.00 MiB" in proc.stdout
 
 
 def test_size_arithmetic(tmp_path):
@@ -45,7 +46,7 @@ def test_size_arithmetic(tmp_path):
     sizes = gb.travel_sizes(tmp_path / "b")
     assert sizes["bundle"] == 1024
     assert sizes["total"] == sizes["tracked"] + sizes["untracked"] + sizes["shared"] + 1024
-    assert sizes["headroom"] == gb.LIMIT_BYTES - sizes["total"] and gb.LIMIT_BYTES == 64 * 2**20
+    assert sizes["headroom"] == gb.LIMIT_BYTES - sizes["total"] and gb.LIMIT_BYTES == 56 * 2**20
     assert sizes["tracked"] > 10 * 2**20          # the repository itself is most of what travels
     assert gb.travel_sizes(tmp_path / "b", bundle_bytes=5)["bundle"] == 5
 

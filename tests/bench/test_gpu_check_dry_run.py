@@ -1,9 +1,10 @@
-"""benchmarks/gpu_check.sh, the one prepared script of a lent GPU machine, runs end to end in its --dry-run (CPU,
+"""benchmarks/gpu/check.sh, the one prepared script of a lent GPU machine, runs end to end in its --dry-run (CPU,
 Triton interpreter, tiny shapes): every step passes and leaves its results, so a device lease is not spent on a
 broken script. The GPU numbers themselves come only from a GPU (docs/performance.md)."""
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_the_gpu_check_runs_every_step_on_cpu(tmp_path):
-    env = dict(os.environ, OUT_DRY=str(tmp_path), OMP_NUM_THREADS="1")
-    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
+    env = dict(os.environ, OUT_DRY=str(tmp_path), OMP_NUM_THREADS="1", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "benchmarks/gpu/check.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "gpu_check done" in proc.stdout

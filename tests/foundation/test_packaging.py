@@ -52,3 +52,22 @@ def test_torchvision_imports_beside_cpu_torch():
 def test_shims_can_be_disabled():
     r = _run("import sgl_kernel", SGLANG_USE_CPU_ENGINE="1", SGLANG_ESAMP_CPU_SHIMS="0")
     assert r.returncode != 0
+
+
+def test_the_wheel_carries_no_gpu_tooling(tmp_path):
+    """The CUDA stand-in and the lease scripts live in benchmarks/gpu/, outside the wheel: a built wheel has the
+    package and its CPU shims, and nothing of gpu_shims or benchmarks/ (issue #45)."""
+    import os
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q",
+                           "-w", str(tmp_path), str(root)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PIP_NO_INPUT="1"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    wheel = next(tmp_path.glob("sglang_esamp-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "sglang_esamp/plugin.py" in names and "esamp_kernels/ops.py" in names
+    assert "sglang_esamp_cpu_shims.pth" in names
+    assert not [n for n in names if "gpu_shims" in n or n.startswith("benchmarks/")], names

@@ -14,7 +14,7 @@ os.environ["SGLANG_ESAMP_CUDA_STANDIN"] = "1"
 import torch  # noqa: E402
 import torchvision  # noqa: E402,F401  (its op-schema fix needs the real CPU torch.version.cuda)
 
-import sglang_esamp.gpu_shims.finder as finder  # noqa: E402
+import esamp_gpu_shims.finder as finder  # noqa: E402
 
 assert finder.install()
 torch.version.cuda = "13.0"

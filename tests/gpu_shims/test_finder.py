@@ -9,11 +9,12 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+SHIMS = ROOT / "benchmarks" / "gpu" / "shims"
 
 
 def _run(code: str, *, env_extra=None, drop=("SGLANG_USE_CPU_ENGINE", "SGLANG_ESAMP_CUDA_STANDIN"), path=()):
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([*map(str, path), str(ROOT)]))
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([*map(str, path), str(ROOT), str(SHIMS)]))
     env.update(env_extra or {})
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -23,7 +24,7 @@ def _run(code: str, *, env_extra=None, drop=("SGLANG_USE_CPU_ENGINE", "SGLANG_ES
 
 PROBE = """
 import json, sys
-import sglang_esamp.gpu_shims.finder as finder
+import esamp_gpu_shims.finder as finder
 out = {"active": finder.active()}
 try:
     import sgl_kernel
@@ -68,7 +69,7 @@ print(json.dumps(out))""")
 def test_unknown_ops_raise_clear_errors_and_probes_keep_their_import_errors():
     got, _ = _run("""
 import json, torch
-import sglang_esamp.gpu_shims.finder
+import esamp_gpu_shims.finder
 out = {}
 from sgl_kernel import moe_sum_reduce, rmsnorm            # import-only name, implemented op
 try:
@@ -105,9 +106,9 @@ print(json.dumps(out))
 
 
 def test_the_jit_patch_list_and_the_finder_agree():
-    from sglang_esamp.gpu_shims import ops
+    from esamp_gpu_shims import ops
 
-    source = (ROOT / "sglang_esamp/gpu_shims/finder.py").read_text()
+    source = (ROOT / "benchmarks/gpu/shims/esamp_gpu_shims/finder.py").read_text()
     import ast
 
     tree = ast.parse(source)
@@ -121,7 +122,7 @@ def test_the_jit_patch_list_and_the_finder_agree():
 def test_jit_kernels_kept_on_request():
     got, err = _run("""
 import json, sys
-import sglang_esamp.gpu_shims.finder as f
+import esamp_gpu_shims.finder as f
 print(json.dumps({"replaced": f.jit_replaced(), "patchers": sum(type(x).__name__ == "JitPatchFinder"
                                                               for x in sys.meta_path)}))
 """, env_extra={"SGLANG_ESAMP_CUDA_STANDIN": "1", "SGLANG_ESAMP_CUDA_STANDIN_JIT": "1"})

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sglang_esamp.gpu_shims import ops
+from esamp_gpu_shims import ops
 
 ROOT = Path(__file__).resolve().parents[2]
+SHIMS = ROOT / "benchmarks" / "gpu" / "shims"
 DTYPES = [torch.float32, torch.bfloat16]
 
 
@@ -138,7 +139,7 @@ def test_stand_in_ops_are_capturable_shape_static_and_host_read_free():
 
 def test_sglang_cuda_layer_path_with_the_stand_in_equals_forward_native():
     env = {k: v for k, v in os.environ.items() if k != "SGLANG_USE_CPU_ENGINE"}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), str(SHIMS)]))
     proc = subprocess.run([sys.executable, str(ROOT / "tests/gpu_shims/fake_cuda_layers.py")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -147,7 +148,7 @@ def test_sglang_cuda_layer_path_with_the_stand_in_equals_forward_native():
     assert facts["is_cuda"] is True
     # SGLang's CUDA modules bound the stand-in's ops, not sgl_kernel's or the nvcc-built ones
     assert facts["layernorm_rmsnorm"] == facts["activation_jit_silu"] == facts["rope_base_apply"] \
-        == "sglang_esamp.gpu_shims.ops"
+        == "esamp_gpu_shims.ops"
     assert facts["can_use_store_cache"] is False
     assert "'some_kernel'" in facts["load_jit"] and "not in the ESamp CUDA stand-in" in facts["load_jit"]
     expected = {"RMSNorm", "RMSNorm+residual", "GemmaRMSNorm+residual", "SiluAndMul/w1216", "SiluAndMul/w24",

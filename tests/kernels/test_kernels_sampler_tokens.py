@@ -1,16 +1,18 @@
-"""The sampler the SGLang runtime calls (ESampCore.sample -> esamp_sample -> esamp_kernels.ops) picks torch on CPU,
+"""The sampler the SGLang runtime calls (ESampCore.sample -> sampling.esamp_sample -> esamp_kernels.ops) picks torch on CPU,
 and forcing the Triton kernels (interpreter) gives the same sampled tokens for a fixed Gumbel noise."""
 import torch
 
 from esamp_kernels import ops
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.algo.core import ESampCore
-from sglang_esamp.algo.sampling import gumbel_noise
+from sglang_esamp.algo.rule.inputs import RuleInputs
+from sglang_esamp.algo.rule.sampling import gumbel_noise
+from sglang_esamp.algo.update.job import Update
 
 
 def _step(core, slots):
     gen = torch.Generator().manual_seed(7)
-    r, v = slots.numel(), core.lm_head_weight.shape[0]
+    r, v = slots.numel(), core.head.weight.shape[0]
     logits = torch.randn(r, v, generator=gen) * 3
     src = torch.randn(r, core.shape.hidden, generator=gen)
     temps = torch.tensor([1.0, 0.7, 1.3, 1.0, 0.9, 1.0])[:r]
@@ -19,8 +21,8 @@ def _step(core, slots):
     min_ps = torch.tensor([0.0, 0.0, 0.0, 0.05, 0.0, 0.0])[:r]
     betas = torch.tensor([0.25, 0.5, 1.0, 0.25, 0.0, 2.0])[:r]
     noise = gumbel_noise((r, core.config.candidate_cap), "cpu", torch.Generator().manual_seed(11))
-    h_hat = core.predict(src, slots)
-    out = core.sample(logits, temps, top_ks, top_ps, min_ps, betas, h_hat, noise=noise)
+    _, out = core.sample(RuleInputs(logits, temps, top_ks, top_ps, min_ps, betas, h_src=src, slots=slots,
+                                     noise=noise))
     return out
 
 
@@ -31,7 +33,7 @@ def test_cpu_dispatch_is_torch_and_forced_triton_samples_the_same_tokens():
     slots = torch.tensor([a, a, b, b, a, b])
     with torch.enable_grad():  # move the distillers off their identity init so the novelty term matters
         for _ in range(3):
-            core.train(torch.randn(6, 64, generator=gen), 5 * torch.randn(6, 64, generator=gen), slots)
+            core.train(Update(torch.randn(6, 64, generator=gen), 5 * torch.randn(6, 64, generator=gen), slots))
 
     torch_out = _step(core, slots)
     assert ops.kernel_counters()["candidate_novelty"] == {"triton": 0, "torch": 1}   # auto on CPU = torch

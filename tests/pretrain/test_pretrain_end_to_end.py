@@ -39,8 +39,8 @@ def test_training_beats_the_baselines_on_held_out_rows(trained):
 def test_export_loads_for_the_right_model_and_refuses_others(trained, tiny_model, tmp_path):
     from distiller_pretrain.export import export
     from sglang_esamp.algo.config import ESampConfig
-    from sglang_esamp.algo.distiller import Distiller
-    from sglang_esamp.algo.warm_start import WarmStartMismatch, load_for_server, load_warm_start
+    from sglang_esamp.algo.distiller.distiller import Distiller
+    from sglang_esamp.algo.distiller.warm_start import WarmStartMismatch, load_for_server, load_warm_start
     from sglang_esamp.models import resolve_model
 
     out, s = trained

@@ -9,8 +9,8 @@ from pretrain_testutil import CORPUS, REPO, python_env
 
 
 def test_pipeline_with_two_ranks_zero2(tiny_model, tmp_path):
-    from sglang_esamp.algo.distiller import DistillerShape
-    from sglang_esamp.algo.warm_start import load_for_server
+    from sglang_esamp.algo.distiller.distiller import DistillerShape
+    from sglang_esamp.algo.distiller.warm_start import load_for_server
 
     run = tmp_path / "run"
     cfg = {"model": tiny_model, "taps": "paper", "preset": "paper", "run_dir": str(run),

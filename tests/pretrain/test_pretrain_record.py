@@ -10,8 +10,8 @@ def _rerun_rows(model_dir, recording, spec_name, model_dtype="bfloat16"):
     from distiller_pretrain.corpus import iter_sequences, load_corpus
     from distiller_pretrain.record import load_hf_model
     from distiller_pretrain.shards import load_pairs
-    from sglang_esamp.algo.hf_taps import capture_taps
-    from sglang_esamp.algo.tap_spec import tap_spec
+    from sglang_esamp.algo.reference.hf_taps import capture_taps
+    from sglang_esamp.algo.reference.tap_spec import tap_spec
 
     pairs = load_pairs(recording)
     model, tok = load_hf_model(model_dir, model_dtype)

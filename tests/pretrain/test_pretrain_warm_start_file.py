@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sglang_esamp.algo.distiller import Distiller, DistillerShape
-from sglang_esamp.algo.warm_start import (WarmStartMismatch, load_for_server, load_warm_start,
+from sglang_esamp.algo.distiller.distiller import Distiller, DistillerShape
+from sglang_esamp.algo.distiller.warm_start import (WarmStartMismatch, load_for_server, load_warm_start,
                                           read_warm_start_metadata, save_warm_start)
 
 FP = {"model_id": "tiny-qwen2", "config_sha256": "0123456789abcdef", "hidden_size": 32}

@@ -10,6 +10,8 @@ from sglang_esamp.algo.core import ESampCore
 from sglang_esamp.algo.faults import FaultInjector
 from sglang_esamp.algo.group_table import GroupTable
 from sglang_esamp.runtime import step, step_state
+from sglang_esamp.runtime.esamp_runtime import declare_runtime_counters
+from sglang_esamp.runtime.step_clock import StepClock
 from sglang_esamp.runtime.members import Members
 from sglang_esamp.runtime.metrics import PrometheusSink
 from sglang_esamp.runtime.tap_buffers import TapBuffers
@@ -25,12 +27,11 @@ def make_runtime(slots=2, faults=None, mode="serial", sync_free="off"):
     table = GroupTable(core, core.counters, linger_s=cfg.group_linger_s, session_ttl_s=cfg.session_ttl_s,
                        session_max=cfg.session_max)
     rt = types.SimpleNamespace(core=core, table=table, members=Members(core, table, cfg), counters=core.counters,
-                               tap_buffers=TapBuffers(H, torch.float32, "cpu"), metrics=PrometheusSink(),
-                               faults=FaultInjector(faults, seed=0, counters=core.counters), in_flight=None,
+                               tap_buffers=TapBuffers(H, torch.float32, "cpu", masked=core.sync_free),
+                               metrics=PrometheusSink(),
+                               faults=FaultInjector(faults, seed=0, counters=core.counters), clock=StepClock(),
                                snapshot=lambda: {})
-    for name in ("tap_misses", "mixed_batches_skipped", "decode_steps", "esamp_steps", "step_errors",
-                 "prefill_rows_sampled", "stock_draws_skipped"):
-        core.counters.declare(name)
+    declare_runtime_counters(core.counters)   # the real runtime's list, not a copy
     return rt
 
 
@@ -88,7 +89,7 @@ def one_step(rt, batch: Batch, taps=True):
     planned = step.plan(rt, batch.forward, batch.schedule)
     if planned is None:
         return None, None
-    step_state.attach(info, planned)
+    step_state.attach(info, rt, planned)
     if taps:
         batch.write_taps(rt)
     with sglang_context():

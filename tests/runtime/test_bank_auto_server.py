@@ -5,8 +5,8 @@ import pytest
 import requests
 import torch
 
-from sglang_esamp.algo.bank import bank_memory
-from sglang_esamp.algo.bank_sizing import HARD_CAP_CPU, auto_bank_slots, memory_left_after_sglang
+from sglang_esamp.algo.distiller.bank import bank_memory
+from sglang_esamp.algo.distiller.bank_sizing import HARD_CAP_CPU, auto_bank_slots, memory_left_after_sglang
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.serve.cpu_defaults import CPU_MAX_TOTAL_TOKENS
 from tests.server_utils import running_server

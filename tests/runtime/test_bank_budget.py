@@ -5,8 +5,8 @@ import types
 import pytest
 import torch
 
-from sglang_esamp.algo.bank import bank_memory
-from sglang_esamp.algo.bank_sizing import HARD_CAP, HARD_CAP_CPU, auto_bank_slots, memory_left_after_sglang
+from sglang_esamp.algo.distiller.bank import bank_memory
+from sglang_esamp.algo.distiller.bank_sizing import HARD_CAP, HARD_CAP_CPU, auto_bank_slots, memory_left_after_sglang
 from sglang_esamp.algo.config import ESampConfig
 from sglang_esamp.runtime.bank_budget import (kv_bytes_per_token, ranks_sharing_memory, resolve_bank_slots,
                                               running_requests_cap)

@@ -158,3 +158,17 @@ def test_a_member_that_left_never_rejoins_a_released_group():
     reg.leave(a)
     assert core.bank.occupancy == 0
     assert reg.join(a) is None and core.bank.occupancy == 0 and reg.table.groups == {}
+
+
+def test_who_joined_is_the_tables_while_the_group_lives_and_recorded_once_at_leave():
+    ms, core, _ = make(slots=1)
+    a, b = (ms.member_of(req(r, {"beta": 0.5}, "p", 2)) for r in ("a", "b"))
+    assert not ms.joined(a) and ms.slot_of(a) is None           # parsed, not decoded yet
+    slot = ms.join(a)
+    assert ms.joined(a) and not ms.joined(b) and ms.slot_of(a) == slot
+    assert ms.table.is_live(a.group, a.rid)
+    ms.leave(a)
+    assert a.left and a.ended.joined and a.ended.slot == slot and not ms.table.is_live(a.group, a.rid)
+    ms.leave(b)                                                  # never decoded: the group is released
+    assert ms.table.groups == {} and b.ended.joined is False
+    assert ms.report(a)["slot"] == slot and ms.report(b)["fallback"] is False and ms.report(b)["slot"] is None

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from sglang_esamp.algo.hf_taps import capture_taps
-from sglang_esamp.algo.tap_spec import tap_spec
+from sglang_esamp.algo.reference.hf_taps import capture_taps
+from sglang_esamp.algo.reference.tap_spec import tap_spec
 from sglang_esamp.models.tiny import ARCHS
 
 pytestmark = pytest.mark.slow

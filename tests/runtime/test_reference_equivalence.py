@@ -68,7 +68,7 @@ def test_sglang_candidates_match_reference(sglang_run, smollm2_path):
     from transformers import AutoModelForCausalLM
 
     from sglang_esamp.algo.config import ESampConfig
-    from sglang_esamp.algo.reference import ReferenceDecoder, SamplingSettings
+    from sglang_esamp.algo.reference.decoder import ReferenceDecoder, SamplingSettings
 
     prompt_ids, outs, lines = sglang_run
     rids = [o["meta_info"]["id"] for o in outs]

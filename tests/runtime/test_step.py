@@ -16,8 +16,8 @@ def test_plan_takes_only_the_esamp_rows_and_joins_their_group():
     rt = make_runtime()
     reqs = [req("a", {"beta": 0.5}, "p", 2), req("x", None, "x", 1), req("b", {"beta": 0.5}, "p", 2)]
     planned = step.plan(rt, Batch(reqs).forward, types.SimpleNamespace(reqs=reqs))
-    assert planned.rows.tolist() == [0, 2] and planned.slots.tolist() == [0, 0]
-    assert planned.distiller_coef.tolist() == [1.0, 1.0] and rt.core.occupancy == 1
+    assert planned.rows.tolist() == [0, 2] and planned.terms.slots.tolist() == [0, 0]
+    assert planned.terms.distiller_coef.tolist() == [1.0, 1.0] and rt.core.occupancy == 1
     assert rt.counters.get("decode_steps") == 1
 
 
@@ -97,20 +97,48 @@ def test_an_update_fault_surfaces_at_the_next_settle_against_its_own_step():
     rt = make_runtime(faults="update:1", mode="async")
     reqs = [req("a", {"beta": 0.5}, "p", 1)]
     one_step(rt, Batch(reqs))
-    assert rt.counters.get("esamp_steps") == 1 and rt.in_flight is not None
+    assert rt.counters.get("esamp_steps") == 1 and rt.counters.get("step_errors") == 0
     step.settle(rt)
     assert rt.counters.get("step_errors") == 1 and rt.core.stats()["error_resets"] == 1
-    assert rt.in_flight is None and rt.members.member_of(reqs[0]).skipped_rows == 0   # it sampled with ESamp
+    assert rt.members.member_of(reqs[0]).skipped_rows == 0   # it sampled with ESamp
+    step.settle(rt)
+    assert rt.counters.get("step_errors") == 1               # contained once: the failure came back as one value
 
 
-def test_a_group_released_between_plan_and_sample_keeps_no_row():
-    rt = make_runtime()
+def test_plan_does_not_wait_for_the_update_in_flight_but_the_rule_does():
+    """The forward overlaps the previous step's update: ``plan`` (before the forward) applies only finished
+    updates; the wait happens before the distiller's weights are read, and is timed as ``update_wait``."""
+    import threading
+
+    rt = make_runtime(mode="async")
     reqs = [req("a", {"beta": 0.5}, "p", 1)]
+    one_step(rt, Batch(reqs))
+    gate = threading.Event()
+    rt.core.runner.wait()
+    rt.core.runner.submit(lambda: gate.wait(timeout=30))      # an update still running
+    seen, expire = [], rt.table.expire
+    rt.table.expire = lambda: (seen.append(rt.core.runner.pending), expire())   # plan's state after its settle
+    waited_before = rt.counters.get("time_update_wait_s")
+    threading.Timer(0.3, gate.set).start()
+    planned, ids = one_step(rt, Batch(reqs))
+    assert seen == [True]                                     # planned while the update still ran
+    assert planned is not None and ids is not None and planned.error is None
+    assert rt.counters.get("esamp_steps") == 2                 # and its own update was submitted after it
+    assert rt.counters.get("time_update_wait_s") - waited_before >= 0.1   # the rule waited, and it is counted
+    assert rt.counters.get("steps_timed") >= 1 and rt.counters.get("time_step_s") > 0
+
+
+def test_a_group_released_between_plan_and_sample_loses_its_slot():
+    rt = make_runtime()
+    reqs = [req("a", {"beta": 0.5}, "p", 1), req("b", {"beta": 0.5}, "q", 1)]
     batch = Batch(reqs)
     planned = step.plan(rt, batch.forward, batch.schedule)
+    assert planned.planned_slots == [0, 1]
     step.leave(rt, rt.members.member_of(reqs[0]))           # e.g. aborted while the forward ran
     batch.write_taps(rt)
-    assert step._prepare(rt, planned, batch.forward) is False and planned.members == []
+    assert step._taps_and_settle(rt, planned, batch.forward) is True
+    assert planned.planned_slots == [-1, 1]                  # not trained, and no distiller term
+    assert planned.terms.slots.tolist() == [-1, 1] and planned.terms.betas.tolist() == [0.0, 0.5]
 
 
 # -- prefill rows that need ESamp's own sampler -------------------------------------------------------------------
@@ -118,7 +146,7 @@ def test_a_seeded_request_draws_its_first_token_with_the_esamp_rule_and_beta_zer
     rt = make_runtime()
     reqs = [req("a", {"beta": 0.5}, "p", 1, seed=11)]
     planned, ids = one_step(rt, Batch(reqs, mode="EXTEND"), taps=False)
-    assert planned.sample_only and planned.betas.tolist() == [0.0] and planned.out is not None
+    assert planned.sample_only and planned.terms.betas.tolist() == [0.0] and planned.out is not None
     assert rt.counters.get("prefill_rows_sampled") == 1 and rt.core.occupancy == 0
     again, ids2 = one_step(make_runtime(), Batch([req("a2", {"beta": 0.5}, "p2", 1, seed=11)], mode="EXTEND"),
                            taps=False)
@@ -142,8 +170,8 @@ def test_a_member_without_sharpening_gets_its_divisor_and_the_others_none():
     rt = make_runtime()
     reqs = [req("a", {"beta": 0.8, "sharpen": False}, "p", 2), req("b", {"beta": 0.8, "sharpen": False}, "p", 2)]
     planned, ids = one_step(rt, Batch(reqs, top_k=8))
-    assert planned.divisor.tolist() == pytest.approx([1.8, 1.8]) and ids.shape == (2,)
+    assert planned.terms.divisor.tolist() == pytest.approx([1.8, 1.8]) and ids.shape == (2,)
     assert planned.out.reweighted.all()
     plain = step.plan(rt, Batch([req("c", {"beta": 0.8}, "q", 1)]).forward,
                       types.SimpleNamespace(reqs=[req("c", {"beta": 0.8}, "q", 1)]))
-    assert plain.divisor is None
+    assert plain.terms.divisor is None

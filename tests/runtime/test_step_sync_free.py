@@ -1,7 +1,7 @@
 """The sync-free ESamp step (``--esamp-sync-free``, what a CUDA server runs): no ESamp function of a step reads a
 tensor's value back to the host, and it gives the tokens the adaptive step gives.
 
-Each of ESamp's step functions (plan, taps, predict, the rule, the update's submission) runs under
+Each of ESamp's step functions (plan, taps, settle, predict and the rule, the update's submission) runs under
 ``tests.host_reads.no_host_reads``; SGLang's own Sampler around them is not ours to check. The update runs async:
 its host reads (loss, grad norms, the per-request measurement) are on the worker thread, off the step.
 """
@@ -12,15 +12,16 @@ import pytest
 import torch
 
 from sglang_esamp.algo.config import ESampConfig
-from sglang_esamp.algo.filters import width_bucket
-from sglang_esamp.algo.sampling import esamp_sample
-from sglang_esamp.algo.seeded_noise import SeededRows
+from sglang_esamp.algo.rule.filters import width_bucket
+from tests.rule_call import rule
+from sglang_esamp.algo.rule.inputs import RuleInputs
+from sglang_esamp.algo.rule.seeded_noise import SeededRows
 from sglang_esamp.runtime import step
 from tests.host_reads import HostRead, no_host_reads
 
 from .step_fixtures import Batch, make_runtime, one_step, req
 
-GUARDED = ("plan", "read_taps", "predict", "sample", "update")
+GUARDED = ("plan", "read_taps", "settle", "sample", "update")
 
 
 @contextlib.contextmanager
@@ -85,7 +86,7 @@ def test_a_stale_tap_row_is_masked_and_counted_without_a_host_read(monkeypatch):
     with no_host_reads():
         assert step.read_taps(rt, planned, batch.forward)
     assert planned.fresh.tolist() == [True, False]
-    assert planned.betas.tolist() == [0.5, 0.0] and planned.slots.tolist() == [0, -1]
+    assert planned.terms.betas.tolist() == [0.5, 0.0] and planned.terms.slots.tolist() == [0, -1]
     assert rt.counters.get("tap_misses") == 1          # folded from the device at read time
 
 
@@ -144,10 +145,10 @@ def test_the_sync_free_rule_draws_the_adaptive_rules_tokens(filters, greedy_mode
     seeded = SeededRows(rows=torch.tensor([3]), positions=torch.tensor([11]), seeds=torch.tensor([7]),
                         streams=torch.tensor([2]))
     common = dict(candidate_cap=cap, greedy_mode=greedy_mode, noise=noise, seeded=seeded)
-    ref = esamp_sample(logits, temps, top_ks_t, top_ps, min_ps, betas, h_hat, w, **common)
+    ref = rule(logits, temps, top_ks_t, top_ps, min_ps, betas, h_hat, w, **common)
     bound = [cap + 1 if k == big or (k == 1 and greedy_mode == "apply") else k for k in top_ks]
     with no_host_reads():
-        out = esamp_sample(logits, temps, top_ks_t, top_ps, min_ps, betas, h_hat, w,
+        out = rule(logits, temps, top_ks_t, top_ps, min_ps, betas, h_hat, w,
                            width=width_bucket(bound, cap, v), **common)
     assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.counts, ref.counts)
     assert torch.equal(out.reweighted, ref.reweighted) and torch.equal(out.truncated, ref.truncated)
@@ -163,8 +164,8 @@ def test_the_sync_free_rule_draws_the_adaptive_rules_tokens(filters, greedy_mode
 def test_a_sync_free_core_refuses_to_sample_without_a_width():
     rt = make_runtime(sync_free="on")
     with pytest.raises(ValueError, match="width"):
-        rt.core.sample(torch.randn(1, 48), torch.ones(1), torch.tensor([5]), torch.ones(1), torch.zeros(1),
-                       torch.zeros(1), None)
+        rt.core.sample(RuleInputs(torch.randn(1, 48), torch.ones(1), torch.tensor([5]), torch.ones(1),
+                                  torch.zeros(1), torch.zeros(1)))
 
 
 def test_sync_free_auto_is_on_for_cuda_only():

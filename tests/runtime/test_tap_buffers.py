@@ -49,13 +49,13 @@ def test_a_batch_larger_than_the_buffers_is_a_miss():
 
 
 def test_tapset_on_an_sglang_shaped_toy_decoder_writes_and_reads_back_eagerly():
-    """benchmarks/tap_graph_check.py's eager part (its CUDA-graph part runs in benchmarks/gpu_check.sh): ESamp's
+    """benchmarks/gpu/tap_graph_check.py's eager part (its CUDA-graph part runs in benchmarks/gpu/check.sh): ESamp's
     real TapSet on a toy decoder with SGLang's module shape; rows equal the toy's own states; a stock step writes
     nothing."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "tap_graph_check.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu" / "tap_graph_check.py"
     spec = importlib.util.spec_from_file_location("tap_graph_check", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -3,7 +3,7 @@ using the warm start made for the old weights (the real Engine, SmolLM2 with the
 import pytest
 import torch
 
-from sglang_esamp.algo.digest import tensor_digest
+from sglang_esamp.runtime.digest import tensor_digest
 
 pytestmark = pytest.mark.slow
 PROMPT = "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n"

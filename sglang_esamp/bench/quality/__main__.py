@@ -1,0 +1,7 @@
+"""``python -m sglang_esamp.bench.quality`` (see the package docstring)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,0 @@
-"""``python -m sglang_esamp.bench_quality`` (see the package docstring)."""
-import sys
-
-from .cli import main
-
-if __name__ == "__main__":
-    sys.exit(main())
