@@ -98,10 +98,12 @@ class ESampCore:
                 self.bank.reset_slot(s)
                 self.counters.add("error_resets")
 
-    def slot_stats(self, slot: int) -> dict:
-        """Per-slot stats for ``meta_info.esamp`` (call before the slot is released), after a pending update, so
-        a finishing request reports all of its steps."""
-        self.settle_updates()
+    def slot_stats(self, slot: int, settled: bool = True) -> dict:
+        """Per-slot stats for ``meta_info.esamp`` (call before the slot is released). ``settled``: after a pending
+        update, so a finishing request reports all of its steps; False: as they stand (a running request's progress
+        report, which must not wait for the update beside the next forward)."""
+        if settled:
+            self.settle_updates()
         return self.counters.slot_stats(slot)
 
     # -- per step -------------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ class Members:
         if m.ended is not None:
             stats = m.ended.stats
         else:
-            stats = self.core.slot_stats(slot) if slot is not None else None
+            stats = self.core.slot_stats(slot, settled=False) if slot is not None else None   # in progress
         out = {"beta": m.beta, "group": m.group, "session": m.request.session, "slot": slot,
                "fallback": self.joined(m) and slot is None,
                "sharpen_only": m.request.sharpen_only, "sharpen": m.request.sharpen, "init": None if m.group is None else

@@ -122,7 +122,10 @@ def meta_info(reqs) -> list:
     rt = current_runtime()
     if rt is None:
         return [None] * len(reqs)
-    step.settle(rt)   # a finishing request reports every step it took
+    # SGLang builds this for every output batch (each step), right after the step submitted its update: a
+    # finishing request's report must count every step (wait), a running one's is a progress report (no wait, or
+    # the update would run while the scheduler waits instead of beside the next forward)
+    step.settle(rt, wait=any(req.finished() for req in reqs))
     members = [rt.members.member_of(req) for req in reqs]   # also a request that never decoded
     return [rt.members.report(m) if m else None for m in members]
 
