@@ -12,8 +12,8 @@ the embedding of the drawn tokens, so each step depends on the last draw, as in 
 ESamp arms replace the draw by the sync-free ESamp step (taps: the hidden state after layer 2 and the LM-head
 input; predict -> candidates -> reweight -> draw, then the distiller update):
   eager_serial / eager_async    the rule run eagerly; update inline / on the side stream
-  graph_serial / graph_async    the rule replayed from its CUDA graph (``algo.step_graphs``), and the update from
-                                its own (``algo.update_graphs``; eager arms run the same sync-free update eagerly)
+  graph_serial / graph_async    the rule replayed from its CUDA graph (``algo.rule.step_graphs``), and the update from
+                                its own (``algo.update.update_graphs``; eager arms run the same sync-free update eagerly)
 Groups of ``--group`` rows share a slot (n=8 by default), beta 0.25, T 1, min-p ``--min-p`` (no top-k: the
 candidate width is the cap + 1, ``--cap``). The noise is drawn on the device from a fixed seed and passed in, so
 graph and eager arms must give the same tokens and the same final distiller weights (checked, per update mode).

@@ -4,7 +4,7 @@ Every knob is named, validated (messages name the field and the allowed range) a
 Decisions DESIGN.md is silent on:
   * ``bank_slots`` is ``"auto"`` (the default) or a number. ``auto`` is resolved by the server at startup, once
     the model is loaded, from a memory budget (``memory_headroom`` of the memory SGLang's own reservation leaves),
-    never above ``max_running_requests`` nor a hard cap (``algo.bank_sizing``); ``with_bank_slots(n)`` gives the
+    never above ``max_running_requests`` nor a hard cap (``algo.distiller.bank_sizing``); ``with_bank_slots(n)`` gives the
     resolved config, whose ``bank_slots`` is the int every reader (bank, counters, /esamp/stats) sees. A number wins.
     The bank itself (``ESampCore``) needs the number: code that builds one outside a server resolves first.
   * ``grad_clip`` = 0 disables clipping; ``session_max`` = 0 disables sessions (``esamp.session`` is then ignored
@@ -88,7 +88,7 @@ class ESampConfig:
     eps: float = 1e-4                      # Adam epsilon
     betas: Tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.5                 # per-slot grad-norm clip; 0 disables
-    # divergence guard (algo.bank): after divergence_min_steps updates since a slot's (re)init, a step whose loss
+    # divergence guard (algo/update/divergence_guard.py): after divergence_min_steps updates since a slot's (re)init, a step whose loss
     # exceeds divergence_factor x the slot's loss baseline (EMA of its own losses, floored at 0.2 x its target
     # energy), or whose mean prediction norm exceeds divergence_norm_factor x the mean target norm, resets the slot
     # (counted in divergence_resets). 0 disables a check. The defaults sit far above normal variation, measured with
@@ -102,7 +102,7 @@ class ESampConfig:
     divergence_factor: float = 100.0
     divergence_norm_factor: float = 10.0
     divergence_min_steps: int = 5
-    bank_slots: Union[int, str] = AUTO     # "auto": sized at server startup (algo.bank_sizing) | a number of slots
+    bank_slots: Union[int, str] = AUTO     # "auto": sized at server startup (algo.distiller.bank_sizing) | a number of slots
     default_beta: float = 0.25
     candidate_cap: int = 1024
     greedy: str = "skip"                   # skip: T=0 rows untouched | apply: argmax over reweighted candidates
@@ -112,7 +112,7 @@ class ESampConfig:
                                            # async (worker thread / CUDA side stream) | serial (inline)
     sync_free: str = "auto"                # auto: on CUDA (a host read is a device sync; graphs capture none) |
                                            # on | off (CPU's default: reads are free, adaptive widths faster)
-    taps: str = "paper"                    # tap preset (algo.tap_spec)
+    taps: str = "paper"                    # tap preset (algo.reference.tap_spec)
     warm_start: Optional[str] = None       # path to a distiller file in the Distiller.export_state() layout
     session_ttl_s: float = 600.0
     session_max: Optional[int] = None      # None = min(4, bank_slots)

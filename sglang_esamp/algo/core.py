@@ -45,7 +45,7 @@ class ESampCore:
         ``config.warm_start``; otherwise that file is loaded and checked against the distiller shape, the taps and
         -- when ``model_fingerprint`` (the served model's HF dir or ``model_fingerprint`` dict) is given -- the
         model. The server should pass it (or load with ``warm_start.load_for_server`` itself). ``vocab_shard``
-        (``algo.vocab_shard``): the LM head holds only part of the vocabulary (tensor parallel)."""
+        (``algo.rule.vocab_shard``): the LM head holds only part of the vocabulary (tensor parallel)."""
         self.config = config
         self.device = torch.device(device) if device is not None else lm_head_weight.device
         self.shape = config.distiller_shape(hidden_size)

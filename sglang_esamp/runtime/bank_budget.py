@@ -1,5 +1,5 @@
 """Resolve ``--esamp-bank-slots auto`` on a loaded SGLang ModelRunner: read the numbers the rule needs
-(``algo.bank_sizing``) where ESamp builds its bank -- right after ``ModelRunner.load_model``, before SGLang sizes its
+(``algo.distiller.bank_sizing``) where ESamp builds its bank -- right after ``ModelRunner.load_model``, before SGLang sizes its
 KV pool and resolves ``max_running_requests`` -- and apply it.
 
 What SGLang has decided at that point (every read is listed in ``hooks.ATTRIBUTES``):

@@ -14,7 +14,7 @@ LLM's own log-probabilities of the token that was chosen -- unless the request a
 "sampled"``: its rows of ``probs`` are then overwritten with the distribution the token was drawn from (softmax of
 the sampled-from candidate logits, 0 elsewhere) before SGLang takes ``log(probs)``, so SGLang's own logprob code
 returns the on-policy token and top logprobs. Rows of seeded requests draw counter-based noise
-(``algo.seeded_noise``). An exception in the ESamp rule is contained here: the rows keep SGLang's own tokens and
+(``algo.rule.seeded_noise``). An exception in the ESamp rule is contained here: the rows keep SGLang's own tokens and
 the error is left on the step for ``step.run`` to count. The sampler finds the armed step and its runtime on
 ``sampling_info`` (``step_state.Armed``; attached by ``after_init_new``, removed by ``around_sample`` when
 ``step.run`` does not arm the rows).

@@ -1,6 +1,6 @@
 """Hidden-state taps on SGLang decoders with ``model.layers[i]``: install them, and copy the step's ESamp rows.
 
-Tap names (``algo.tap_spec``) resolve to:
+Tap names (``algo.reference.tap_spec``) resolve to:
   ``layers[i].input_layernorm`` -> where the layer has ``attn_boundary`` (Llama, Qwen2, Qwen3, Mistral, ... in
                                    SGLang 0.5.23): the return value of ``attn_boundary.prepare``: SGLang finishes the
                                    residual stream there and returns the attention's compute input, i.e. the

@@ -22,7 +22,7 @@ def test_grpo_trainer_with_an_in_process_engine(smollm2_path, tmp_path, monkeypa
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from sglang_esamp.algo.digest import tensor_digest
+    from sglang_esamp.runtime.digest import tensor_digest
     from sglang_esamp.rl.tasks import sum_prompts
     from sglang_esamp.rl.trl import ESampRollout, attach
 

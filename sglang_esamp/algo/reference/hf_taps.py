@@ -1,6 +1,6 @@
 """Tap capture on a Hugging Face transformers causal LM (Llama/Qwen2-style ``model.model.layers``).
 
-Same semantics as the SGLang taps (``algo.tap_spec``): module forward hooks capture the normalized element of an
+Same semantics as the SGLang taps (``algo.reference.tap_spec``): module forward hooks capture the normalized element of an
 input norm, and a pre-hook on ``lm_head`` captures exactly the LM-head input. Used by the reference decoder
 and by offline recording.
 """

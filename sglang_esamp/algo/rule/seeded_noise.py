@@ -6,7 +6,7 @@ the four coordinates) turned into a uniform u in (0, 1) and then into ``-log(-lo
   seed      the request's ``sampling_seed`` (64-bit, split into two 32-bit words)
   stream    the sibling index within the request's group (so the n samples of one seeded request differ)
   position  the index in the sequence of the token being drawn (retraction-proof: a recomputed step redraws the same)
-  rank      the candidate's rank in the LLM's order (as for unseeded noise, ``algo.sampling``)
+  rank      the candidate's rank in the LLM's order (as for unseeded noise, ``algo.rule.sampling``)
 Plain torch int64 arithmetic, masked to 32 bits after every multiply (the product of two 32-bit words wraps in
 int64 but its low 32 bits are exact), so CPU and CUDA give the same bits.
 """

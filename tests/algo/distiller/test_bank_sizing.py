@@ -1,4 +1,4 @@
-"""``--esamp-bank-slots auto``: the pure sizing rule (algo.bank_sizing) and how the config takes "auto" or a number."""
+"""``--esamp-bank-slots auto``: the pure sizing rule (algo.distiller.bank_sizing) and how the config takes "auto" or a number."""
 import json
 
 import pytest
