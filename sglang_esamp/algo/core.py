@@ -229,7 +229,7 @@ class ESampCore:
     def _train_graphed(self, u: Update) -> Optional[TrainResult]:
         """``UpdateGraphs`` (no host read); the newest step whose stats have landed."""
         host, slots = self._host_slots(u), u.slots
-        if host != list(u.host_slots):   # first_per_group dropped rows: mask them on the device too
+        if self.config.train_rows == "first_per_group":   # the rows it dropped are masked on the device too
             keep = torch.tensor([s >= 0 for s in host]).to(slots.device, non_blocking=True)
             slots = torch.where(keep, slots, -1)
         graphs = self.update_graphs

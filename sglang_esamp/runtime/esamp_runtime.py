@@ -116,12 +116,13 @@ class ESampRuntime:
                                f"{config.memory_headroom:g}); lower --esamp-bank-slots")
         self.config = config
         self.model_runner = model_runner
-        self.tap_buffers = TapBuffers(hidden, weight.dtype, device, rows=_max_decode_rows(model_runner))
-        self.taps = TapSet(model, tap_spec(config.taps), self.tap_buffers)
         shard = _vocab_shard(model)
         self.core = ESampCore(config, hidden, weight, bias, device=device, vocab_shard=shard,
                               **self._warm_start_kwargs(model_runner))
-        self.tap_buffers.masked = self.core.sync_free   # no host read on a sync-free step: stale rows masked
+        # a sync-free core reads no tap back to the host: its stale rows are masked, not a whole-step miss
+        self.tap_buffers = TapBuffers(hidden, weight.dtype, device, rows=_max_decode_rows(model_runner),
+                                      masked=self.core.sync_free)
+        self.taps = TapSet(model, tap_spec(config.taps), self.tap_buffers)
         self.counters = self.core.counters     # the one registry: the runtime declares its own counters on it
         declare_runtime_counters(self.counters)
         self.clock = StepClock()
