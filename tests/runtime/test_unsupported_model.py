@@ -29,7 +29,7 @@ def test_graph_replay_mode_is_refused_at_startup_naming_the_flag():
 
     runner = types.SimpleNamespace(model=NoLayers(), is_draft_worker=False,
                                    server_args=types.SimpleNamespace(disable_cuda_graph=False))
-    with pytest.raises(UnsupportedModeError, match="--disable-cuda-graph"):
+    with pytest.raises(UnsupportedModeError, match="--cuda-graph-backend-decode"):
         attach(runner, ESampConfig(bank_slots=1, session_max=0), strict=True)
     assert attach(runner, ESampConfig(bank_slots=1, session_max=0), strict=False) is None
 

@@ -21,7 +21,7 @@ def fresh_warning(monkeypatch):
 
 def test_cuda_graphs_are_refused_without_the_switch(monkeypatch):
     monkeypatch.delenv(modes.ALLOW_CUDA_GRAPH_ENV, raising=False)
-    with pytest.raises(modes.UnsupportedModeError, match="--disable-cuda-graph"):
+    with pytest.raises(modes.UnsupportedModeError, match="--cuda-graph-backend-decode"):
         modes.check_server_mode(args(disable_cuda_graph=False))
     monkeypatch.setenv(modes.ALLOW_CUDA_GRAPH_ENV, "0")
     assert len(modes.refusals(args(disable_cuda_graph=False))) == 1
@@ -32,7 +32,7 @@ def test_the_switch_lifts_only_the_cuda_graph_rule_and_warns_once(monkeypatch, c
     modes.check_server_mode(args(disable_cuda_graph=False))
     modes.check_server_mode(args(disable_cuda_graph=False))
     err = capsys.readouterr().err
-    assert err.count("WARNING [esamp] SGLANG_ESAMP_ALLOW_CUDA_GRAPH=1") == 1 and "--disable-cuda-graph" in err
+    assert err.count("WARNING [esamp] SGLANG_ESAMP_ALLOW_CUDA_GRAPH=1") == 1 and "--cuda-graph-backend-decode" in err
     # every other rule still refuses, with the switch on
     for over, flag in [({"speculative_algorithm": "EAGLE"}, "--speculative-algorithm"),
                        ({"enable_deterministic_inference": True}, "--enable-deterministic-inference"),
