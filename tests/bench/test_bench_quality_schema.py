@@ -93,3 +93,18 @@ def test_migration_refuses_when_a_sample_file_differs_from_the_inlined_sample(fo
     with pytest.raises(RuntimeError, match="1 inlined sample"):
         migrate.migrate(folder)
     assert (folder / "results.json.gz").exists() and not (folder / "results.json").exists()
+
+
+def test_skip_leaves_out_the_first_problems_and_is_checked(folder, capsys):
+    """--skip N: a run over problems N..limit-1 (one block split over two processes); its report covers its slice."""
+    from sglang_esamp.bench.quality.cli import main
+
+    assert main(ARGV + ["--no-embeddings", "--skip", "2", "--output", str(folder)]) == 0
+    doc = json.loads((folder / "results.json").read_text())
+    assert doc["settings"]["skip"] == 2
+    assert {m["complete_problems"] for m in doc["tasks"]["humaneval"]["methods"].values()} == {2}
+    assert doc["tasks"]["humaneval"]["problems"] in (2, ["HumanEval/2", "HumanEval/3"])
+    for bad in (["--skip", "4"], ["--skip", "-1"]):
+        with pytest.raises(SystemExit):
+            main(ARGV + bad + ["--output", str(folder)])
+    assert "--skip must be" in capsys.readouterr().err

@@ -33,7 +33,7 @@ the 2-core CPU machines one Qwen-0.5B server leaves the cores half idle (a Pytho
 side gave ~1.7x the samples per hour (GSM8K, docs/quality.md).
 Set OMP_NUM_THREADS=1 SGLANG_USE_CPU_ENGINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 on CPU machines.
 
-Flags: ``--tasks humaneval,gsm8k,open`` · ``--limit N`` (first N problems of each task) · ``--n`` (samples per
+Flags: ``--tasks humaneval,gsm8k,open`` · ``--limit N`` (first N problems of each task) · ``--skip N`` (leave out the first N of them: one block split over runs) · ``--n`` (samples per
 problem, default 8) · ``--methods`` (names and presets, comma separated) · ``--max-tokens`` (default 512) ·
 ``--output DIR`` (default benchmarks/results/quality) · ``--concurrency`` (requests in flight, default 4; ESamp
 arms never exceed the server's bank slots, since a full bank falls back to plain sampling) · ``--baseline`` (the

