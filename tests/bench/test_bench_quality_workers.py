@@ -73,3 +73,31 @@ def test_two_workers_run_a_method_each_and_keep_each_blocks_counters_its_own(tmp
         m = doc["tasks"]["gsm8k"]["methods"][name]
         assert m["complete_problems"] == 1 and m["tokens_per_s"] > 0
         assert m["generation"]["tokens_per_s_workers"] == [2]           # no one-worker block to time it by
+
+
+class _PartLog:
+    """A server's Runner that records which problems of which block it was given."""
+
+    def __init__(self, name, ran):
+        self.name, self.ran = name, ran
+
+    def run(self, tasks, problems, methods):
+        (task,), (method,) = tasks, methods
+        self.ran.append((self.name, method, tuple(problems[task])))
+
+
+def test_a_lone_block_is_shared_by_the_servers_instead_of_one_idling():
+    """The last block used to run on one server while the other idled (HumanEval T 0.7: hours on one core)."""
+    from sglang_esamp.bench.quality.cli import _work_items, run_workers
+    from sglang_esamp.bench.quality.runner import MainThreadCalls
+
+    ran = []
+    run_workers([_PartLog("s0", ran), _PartLog("s1", ran)], ["he"], {"he": list(range(5))}, ["t0.7"],
+                MainThreadCalls())
+    assert sorted(ran) == [("s0", "t0.7", (0, 1, 2)), ("s1", "t0.7", (3, 4))]
+    # every problem once, parts in order; fewer problems than servers: no empty parts; no problems: one item
+    items = _work_items(["a", "b"], {"a": [1, 2, 3], "b": [7]}, ["m1", "m2"], 2)
+    assert [(t, m, tuple(p)) for t, m, p in items] == [
+        ("a", "m1", (1, 2)), ("a", "m1", (3,)), ("a", "m2", (1, 2)), ("a", "m2", (3,)),
+        ("b", "m1", (7,)), ("b", "m2", (7,))]
+    assert _work_items(["a"], {}, ["m"], 3) == [("a", "m", [])]

@@ -26,9 +26,10 @@ logs to ``OUTPUT/server.log``, and gets ``--esamp-warm-start shipped`` when a wa
 (SmolLM2-135M and Qwen2.5-Coder-0.5B today). For a model without one it starts without, and the warm-start arms are
 skipped with a message (they are also skipped against any server whose ``/esamp/stats`` shows no warm start, and a
 method whose requests the server rejects with HTTP 4xx is skipped with the server's message).
-``--workers N`` (with ``--model``) starts N such servers (logs ``server.log``, ``server-1.log``, ...); each runs one
-block (a task x a method) at a time, so a block's counters are its method's alone, and pulls the next unstarted
-block, in ``--methods`` order, when it finishes one (blocks differ in cost, and a fixed split idled a server). On
+``--workers N`` (with ``--model``) starts N such servers (logs ``server.log``, ``server-1.log``, ...); each block (a
+task x a method) is cut into N parts of its problems, each server runs one part at a time, so a part's counters are
+its method's alone, and pulls the next unstarted part, in ``--methods`` order, when it finishes one (parts differ
+in cost, a fixed split idled a server, and so did a lone last block run whole on one server). On
 the 2-core CPU machines one Qwen-0.5B server leaves the cores half idle (a Python-bound scheduler), and two side by
 side gave ~1.7x the samples per hour (GSM8K, docs/quality.md).
 Set OMP_NUM_THREADS=1 SGLANG_USE_CPU_ENGINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 on CPU machines.

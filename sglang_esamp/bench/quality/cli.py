@@ -47,10 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="output directory (cache, results, plots)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (ESamp: at most the bank slots)")
     p.add_argument("--workers", type=int, default=1,
-                   help="with --model: start this many servers side by side, each running one block (task x method) "
-                        "at a time and pulling the next when it ends. On a CPU whose cores one server cannot fill, "
-                        "2 gave ~1.7x the samples per hour; their blocks share the machine, so tokens/s comes from blocks "
-                        "run with one worker where there are any")
+                   help="with --model: start this many servers side by side; every block (task x method) is cut "
+                        "into that many parts of its problems, each server runs one part at a time and pulls the next "
+                        "when it ends. On a CPU whose cores one server cannot fill, 2 gave ~1.7x the samples per "
+                        "hour; their parts share the machine, so tokens/s comes from blocks run with one worker where "
+                        "there are any")
     p.add_argument("--baseline", default="t1.0", help="method the paired differences are taken against")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for standard errors")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
@@ -87,28 +88,42 @@ def server(args, out: Path, index: int = 0):
         yield args.base_url
 
 
+def _work_items(tasks, problems, methods, ways: int) -> List[tuple]:
+    """(task, method, that task's problems for this item): every block cut into ``ways`` contiguous parts, so two
+    servers share a block instead of one idling while the other runs the last block alone (a 512-token block is
+    hours on one core). Parts of one block are run one after the other in the queue, so the servers start on the
+    same method; the report sums a method's parts (summary.py)."""
+    items = []
+    for task in tasks:
+        probs = list(problems.get(getattr(task, "name", task), []))
+        size = -(-len(probs) // ways) if probs else 0
+        parts = [probs[i:i + size] for i in range(0, len(probs), size)] if size else [probs]
+        items += [(task, method, part) for method in methods for part in parts]
+    return items
+
+
 def run_workers(runners: List[Runner], tasks, problems, methods: List, calls: MainThreadCalls):
-    """One thread per server runs blocks (a task x a method) one at a time, while this (main) thread serves their
-    scoring calls (``calls``, the runners' ``main_calls``). Server i starts with the i-th block and then pulls the
-    next unstarted one, in the given order, whenever it finishes one: blocks differ in cost (min-p is slower, cached
-    problems cost nothing), and a fixed split left one server idle while the other still had blocks to run. The
-    first error is raised after all stop."""
-    blocks = [(task, method) for task in tasks for method in methods]
-    pending = collections.deque(blocks[len(runners):])
+    """One thread per server runs work items (a part of a task x method block, ``_work_items``) one at a time,
+    while this (main) thread serves their scoring calls (``calls``, the runners' ``main_calls``). Server i starts
+    with the i-th item and then pulls the next unstarted one, in the given order, whenever it finishes one: items
+    differ in cost (min-p is slower, cached problems cost nothing), and a fixed split left one server idle while the
+    other still had work. The first error is raised after all stop."""
+    items = _work_items(tasks, problems, methods, len(runners))
+    pending = collections.deque(items[len(runners):])
     lock = threading.Lock()
     errors: List[BaseException] = []
 
-    def work(runner, block):
+    def work(runner, item):
         try:
-            while block is not None:
-                task, method = block
-                runner.run([task], problems, [method])
+            while item is not None:
+                task, method, part = item
+                runner.run([task], {getattr(task, "name", task): part}, [method])
                 with lock:
-                    block = pending.popleft() if pending else None
+                    item = pending.popleft() if pending else None
         except BaseException as e:     # noqa: BLE001 -- re-raised in the caller's thread
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(r, b), daemon=True) for r, b in zip(runners, blocks)]
+    threads = [threading.Thread(target=work, args=(r, b), daemon=True) for r, b in zip(runners, items)]
     for t in threads:
         t.start()
     calls.serve(done=lambda: not any(t.is_alive() for t in threads))
