@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "reply, MiniLM truncating at 256 word-pieces: the reports until 2026-12-07)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    p.add_argument("--request-timeout", type=float, default=1800.0)
+    p.add_argument("--request-timeout", type=float, default=14400.0,
+                   help="seconds to wait for one request's n samples; a request that times out is not resubmitted "
+                        "(on one CPU core a 512-token request at 80 rows takes about an hour)")
     return p
 
 

@@ -57,7 +57,7 @@ class RequestRejected(RuntimeError):
 
 
 class ServerClient:
-    def __init__(self, base_url: str, timeout_s: float = 1800.0, retries: int = 2):
+    def __init__(self, base_url: str, timeout_s: float = 14400.0, retries: int = 2):
         self.base = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.retries = retries
@@ -70,6 +70,11 @@ class ServerClient:
         for attempt in range(self.retries + 1):
             try:
                 r = self._session.post(self.base + path, json=body, timeout=self.timeout_s)
+            except requests.Timeout as e:
+                # never resubmit a request that timed out: the server may still be generating it, and a copy
+                # would only double its batch (a 512-token request at 80 rows takes ~1 h on one CPU core)
+                raise RuntimeError(f"POST {self.base}{path}: no answer in {self.timeout_s:.0f} s "
+                                   "(--request-timeout); not resubmitted") from e
             except requests.RequestException as e:   # connection reset etc.: retry, then give up
                 last = e
                 time.sleep(1.0 + attempt)
