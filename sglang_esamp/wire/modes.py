@@ -24,7 +24,7 @@ from typing import Callable, List, Tuple
 
 ALLOW_CUDA_GRAPH_ENV = "SGLANG_ESAMP_ALLOW_CUDA_GRAPH"
 _CUDA_GRAPH_FLAG = "--cuda-graph-backend-decode"
-DISABLED = "disabled"
+_DISABLED = "disabled"
 _warned_graph_lift = False
 
 
@@ -46,12 +46,12 @@ def decode_graph_backend(a) -> str:
     if getattr(a, "cuda_graph_backend_decode", None) is not None:
         return str(a.cuda_graph_backend_decode)
     if getattr(a, "disable_decode_cuda_graph", False) or getattr(a, "disable_cuda_graph", False):
-        return DISABLED
+        return _DISABLED
     return "full"
 
 
 def _cuda_decode_graph(a) -> bool:
-    return not _on_cpu(a) and decode_graph_backend(a) != DISABLED
+    return not _on_cpu(a) and decode_graph_backend(a) != _DISABLED
 
 
 def _on(name: str) -> Callable:

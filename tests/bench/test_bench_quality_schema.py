@@ -103,7 +103,7 @@ def test_skip_leaves_out_the_first_problems_and_is_checked(folder, capsys):
     doc = json.loads((folder / "results.json").read_text())
     assert doc["settings"]["skip"] == 2
     assert {m["complete_problems"] for m in doc["tasks"]["humaneval"]["methods"].values()} == {2}
-    assert doc["tasks"]["humaneval"]["problems"] in (2, ["HumanEval/2", "HumanEval/3"])
+    assert doc["tasks"]["humaneval"]["problems"] == ["HumanEval/2", "HumanEval/3"]
     for bad in (["--skip", "4"], ["--skip", "-1"]):
         with pytest.raises(SystemExit):
             main(ARGV + bad + ["--output", str(folder)])

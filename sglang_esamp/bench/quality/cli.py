@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="humaneval,gsm8k,open", help=f"comma separated: {', '.join(TASKS)}")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each task (default: all)")
     p.add_argument("--skip", type=int, default=0,
-                   help="leave out the first N of those problems: one block split over several runs, e.g. a second "
-                        "process on the idle core (its report covers its slice; --report-only rebuilds the whole)")
+                   help="leave out the first N of those problems: one block split over several runs or machines "
+                        "(its report covers its slice; --report-only rebuilds the whole)")
     p.add_argument("--n", type=int, default=8, help="samples per problem (one request, one distiller group)")
     p.add_argument("--methods", default="default",
                    help="comma separated method names and/or presets (" +
@@ -98,8 +98,8 @@ def _work_items(tasks, problems, methods, ways: int) -> List[tuple]:
     items = []
     for task in tasks:
         probs = list(problems.get(getattr(task, "name", task), []))
-        size = -(-len(probs) // ways) if probs else 0
-        parts = [probs[i:i + size] for i in range(0, len(probs), size)] if size else [probs]
+        size = max(1, -(-len(probs) // ways))
+        parts = [probs[i:i + size] for i in range(0, len(probs), size)] or [probs]
         items += [(task, method, part) for method in methods for part in parts]
     return items
 

@@ -70,7 +70,7 @@ class ServerClient:
         for attempt in range(self.retries + 1):
             try:
                 r = self._session.post(self.base + path, json=body, timeout=self.timeout_s)
-            except requests.Timeout as e:
+            except requests.ReadTimeout as e:
                 # never resubmit a request that timed out: the server may still be generating it, and a copy
                 # would only double its batch (a 512-token request at 80 rows takes ~1 h on one CPU core)
                 raise RuntimeError(f"POST {self.base}{path}: no answer in {self.timeout_s:.0f} s "
