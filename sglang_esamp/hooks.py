@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Tuple
 
+from .runtime import cpu_gemm
 from .runtime import shims as scheduler_shims
 from .serve import http_routes, tokenizer_hooks
 from .wire.hookspec import AFTER, hook, hooks_of
@@ -85,6 +86,8 @@ CALLS = (
     Signature("sglang.srt.server_args.prepare_server_args", ("argv",), "sglang_esamp.launch_server"),
     Signature("sglang.srt.server_args.ServerArgs.add_cli_args", ("parser",), "sglang_esamp.launch_server --help"),
     Signature("sglang.srt.plugins.load_plugins", (), "sglang_esamp.launch_server"),
+    Signature("sglang.srt.layers.logits_processor.should_apply_lm_head_quant_method", ("lm_head", "quant_method"),
+              "runtime.cpu_gemm: a quantized LM head is left to SGLang"),
 )
 
 ATTRIBUTES = (
@@ -103,6 +106,9 @@ ATTRIBUTES = (
               "runtime.taps / runtime.esamp_runtime"),
     Attribute("sglang.srt.layers.logits_processor.LogitsProcessor", ("final_logit_softcapping", "logit_scale"),
               "runtime.taps.check_logits_processor: models whose logits ESamp's W . h_hat would not match"),
+    Attribute("sglang.srt.layers.logits_processor.LogitsProcessor",
+              ("use_fp32_lm_head", "use_fp32_lm_head_output", "rl_on_policy_target"),
+              "runtime.cpu_gemm: the LM-head branches it leaves to SGLang"),
     Attribute("sglang.srt.model_executor.forward_batch_info.ForwardBatch",
               ("rids", "forward_mode", "sampling_info", "seq_lens"),
               "runtime.step / runtime.taps; seq_lens: the position of the token a seeded row draws"),
@@ -192,5 +198,8 @@ def check_hooks_applied(patched=None) -> None:
             "ESamp; run without the plugin with SGLANG_ESAMP=0.")
 
 
-# the one list: every hook body of the scheduler and server sides, with the SGLang function it hooks
-HOOKS = tuple(hooks_of(importlib.import_module(__name__), scheduler_shims, tokenizer_hooks, http_routes))
+# the one list: every hook body of the scheduler and server sides, with the SGLang function it hooks; the opt-in
+# CPU GEMM hooks only where asked for (they sit on every linear call), and the contract test checks them always
+OPTIONAL_HOOKS = tuple(hooks_of(cpu_gemm))
+HOOKS = tuple(hooks_of(importlib.import_module(__name__), scheduler_shims, tokenizer_hooks, http_routes)) + \
+    (OPTIONAL_HOOKS if cpu_gemm.enabled() else ())

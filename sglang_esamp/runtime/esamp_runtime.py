@@ -25,6 +25,7 @@ from ..algo.group_table import GroupTable
 from ..algo.reference.tap_spec import tap_spec
 from ..algo.rule.vocab_shard import VocabShard
 from ..wire.modes import UnsupportedModeError, check_server_mode
+from . import cpu_gemm
 from .bank_budget import cgroup_free_bytes, resolve_bank_slots
 from .members import Members
 from .step_clock import StepClock
@@ -179,6 +180,7 @@ class ESampRuntime:
         return {"pid": os.getpid(), "dp_rank": self.dp_rank, "config": config,
                 "lm_head_digest": self.lm_head_digest, "lm_head_dtype": str(self.core.head.weight.dtype),
                 "warm_start_active": self.core.bank.warm_start is not None,
+                "cpu_fp32_gemm": dict(cpu_gemm.calls) if cpu_gemm.enabled() else None,
                 "counters": self.counters.snapshot(),
                 "combine": self.counters.combine()}
 

@@ -11,7 +11,7 @@ import logging
 
 from ..wire.hookspec import AFTER, AROUND, BEFORE, hook
 from ..wire.sglang_paths import MODEL_RUNNER, SCHEDULER, WEIGHT_UPDATER
-from . import step, step_state
+from . import cpu_gemm, step, step_state
 from .esamp_runtime import current_runtime
 
 logger = logging.getLogger("sglang_esamp")
@@ -156,6 +156,7 @@ def _runtime_for(updater):
 def after_disk_update(result, updater, *args, **kwargs):
     from .weights import weights_changed
 
+    cpu_gemm.weights_replaced()
     rt = _runtime_for(updater)
     if rt is not None:
         model_path = args[0] if args else kwargs.get("model_path")
@@ -173,6 +174,7 @@ def after_disk_update(result, updater, *args, **kwargs):
 def after_tensor_update(result, updater, *args, **kwargs):
     from .weights import weights_changed
 
+    cpu_gemm.weights_replaced()
     rt = _runtime_for(updater)
     if rt is not None:
         weights_changed(rt, "an in-memory weight update (tensor / IPC / distributed)", new_model_dir=None)
@@ -184,6 +186,7 @@ def after_tensor_update(result, updater, *args, **kwargs):
 def after_end_update(result, updater, *args, **kwargs):
     from .weights import refresh_lm_head
 
+    cpu_gemm.weights_replaced()
     rt = _runtime_for(updater)
     if rt is not None:
         refresh_lm_head(rt)

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from sglang_esamp.hooks import (ATTRIBUTES, CALLS, HOOKS, OVERRIDES, HookNotAppliedError, check_hooks_applied,
-                                 target_signature_params)
+from sglang_esamp.hooks import (ATTRIBUTES, CALLS, HOOKS, OPTIONAL_HOOKS, OVERRIDES, HookNotAppliedError,
+                                 check_hooks_applied, target_signature_params)
 
 
 def _id(entry):
@@ -20,7 +20,7 @@ def test_sglang_is_the_pinned_version():
     assert importlib.metadata.version("sglang") == "0.5.23"
 
 
-@pytest.mark.parametrize("target", HOOKS, ids=lambda t: f"{t.kind}:{_id(t)}")
+@pytest.mark.parametrize("target", tuple(dict.fromkeys(HOOKS + OPTIONAL_HOOKS)), ids=lambda t: f"{t.kind}:{_id(t)}")
 def test_hook_target_exists_with_expected_leading_params(target):
     params = target_signature_params(target.path)
     assert params[:len(target.params)] == target.params, f"{target.path}: {params}"

@@ -234,7 +234,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             runner = runners[0]
             config = client.probe.esamp_config()
             server_facts = {"base_url": base, "model_path": model_path, "self_started": bool(args.model),
-                            "warm_start": config.get("warm_start"), "esamp_config": config}
+                            "warm_start": config.get("warm_start"), "esamp_config": config,
+                            "cpu_fp32_gemm": _cpu_fp32_gemm(client.probe)}
             if args.workers > 1:
                 server_facts["workers"] = bases
             accepted = runner.precheck(methods)
@@ -288,3 +289,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         log(f"{len(errors)} request(s) failed (see results.json 'errors'); rerun to retry them")
         return 1
     return 0
+
+
+def _cpu_fp32_gemm(probe) -> bool:
+    """Whether the server computes its bf16 CPU GEMMs in fp32 (runtime.cpu_gemm; same numbers up to summation order),
+    so a folder records how its arms were served."""
+    ranks = (probe.esamp_stats_or_none() or {}).get("ranks") or [{}]
+    return ranks[0].get("cpu_fp32_gemm") is not None
