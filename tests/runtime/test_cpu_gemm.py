@@ -74,6 +74,19 @@ def test_the_fp32_copy_follows_weight_updates(layer, monkeypatch):
     assert torch.count_nonzero(_apply(method, module, x)) == 0
 
 
+@pytest.mark.parametrize("shim", ["after_disk_update", "after_tensor_update", "after_end_update"])
+def test_every_weight_update_hook_invalidates_the_fp32_copies(shim, layer, monkeypatch):
+    from sglang_esamp.runtime import shims
+
+    monkeypatch.setenv(cpu_gemm.ENV, "1")
+    module, _ = layer
+    stale = cpu_gemm.fp32_weight(module)
+    module.weight.data.copy_(module.weight * 2)
+    assert cpu_gemm.fp32_weight(module) is stale                  # unseen by the version counter ...
+    getattr(shims, shim)((True, "ok"), object(), "path")          # ... until SGLang's updater returns
+    assert torch.equal(cpu_gemm.fp32_weight(module), module.weight.float())
+
+
 @pytest.mark.slow
 def test_the_server_serves_through_it_and_counts(tmp_path):
     with running_server(["--log-level", "warning"], tmp_path / "server.log",
