@@ -23,13 +23,16 @@ def _apply(method, module, x, bias=None):
     return cpu_gemm.around_linear_apply(type(method).apply, method, module, x, bias)
 
 
-def test_off_by_default_it_is_sglang_exactly(layer, monkeypatch):
-    monkeypatch.delenv(cpu_gemm.ENV, raising=False)
-    module, method = layer
-    x = torch.randn(80, 896).bfloat16()
+def _assert_left_to_sglang(method, module, x):
     before = dict(cpu_gemm.calls)
     assert torch.equal(_apply(method, module, x), F.linear(x, module.weight))
     assert cpu_gemm.calls == before
+
+
+def test_off_by_default_it_is_sglang_exactly(layer, monkeypatch):
+    monkeypatch.delenv(cpu_gemm.ENV, raising=False)
+    module, method = layer
+    _assert_left_to_sglang(method, module, torch.randn(80, 896).bfloat16())
 
 
 def test_fp32_route_gives_bf16_numbers_up_to_summation_order(layer, monkeypatch):
@@ -52,10 +55,7 @@ def test_other_dtypes_and_devices_are_left_to_sglang(layer, monkeypatch):
     monkeypatch.setenv(cpu_gemm.ENV, "1")
     module, method = layer
     module.weight = torch.nn.Parameter(module.weight.float(), requires_grad=False)
-    x = torch.randn(4, 896)
-    before = dict(cpu_gemm.calls)
-    assert torch.equal(_apply(method, module, x), F.linear(x, module.weight))
-    assert cpu_gemm.calls == before
+    _assert_left_to_sglang(method, module, torch.randn(4, 896))
 
 
 def test_the_fp32_copy_follows_weight_updates(layer, monkeypatch):
