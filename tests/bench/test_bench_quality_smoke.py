@@ -7,6 +7,7 @@ cache. The checks: the JSON schema, finite perplexities, ESamp work in the ESamp
 a wrong solution.
 """
 import json
+import os
 import math
 import time
 
@@ -99,6 +100,7 @@ def test_run_writes_the_schema_and_every_sample(bench):
     doc, out = bench["doc"], bench["out"]
     assert doc["schema"] == SCHEMA and doc["model"] == "smollm2-135m-instruct"
     assert doc["server"]["warm_start"] == "shipped" and doc["errors"] == [] and doc["skipped_methods"] == {}
+    assert doc["server"]["cpu_fp32_gemm"] is (os.environ.get("SGLANG_ESAMP_CPU_FP32_GEMM") == "1")   # how it was served
     assert doc["settings"]["n"] == 2 and doc["settings"]["limit"] == 2
     for name in ("results.json", "results.md", "pass_at_k.png", "frontier.png"):
         assert (out / name).stat().st_size > 0, name
