@@ -26,9 +26,19 @@ class Health:
         return self.status == 200
 
 
+def _rank0(stats: Optional[dict]) -> dict:
+    return (((stats or {}).get("ranks") or [{}])[0] or {})
+
+
 def config_of(stats: Optional[dict]) -> dict:
     """The ESamp configuration inside an ``/esamp/stats`` answer (rank 0's; every rank runs the same)."""
-    return dict((((stats or {}).get("ranks") or [{}])[0] or {}).get("config") or {})
+    return dict(_rank0(stats).get("config") or {})
+
+
+def cpu_fp32_gemm_of(stats: Optional[dict]) -> bool:
+    """Whether the server computes its bf16 CPU GEMMs in fp32 (runtime.cpu_gemm; the same numbers up to summation
+    order), inside an ``/esamp/stats`` answer."""
+    return _rank0(stats).get("cpu_fp32_gemm") is not None
 
 
 def total_of(stats: Optional[dict]) -> dict:

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import List, Optional
 
+from ...serve.server_probe import config_of, cpu_fp32_gemm_of
 from ..server_options import add_server_source, server_arg_tokens
 from .cache import SampleCache
 from .client import ServerClient, started_server
@@ -232,10 +233,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                               on_block=lambda blk, b=b: save_block(blk, b), main_calls=calls)
                        for b, c in zip(bases, clients)]
             runner = runners[0]
-            config = client.probe.esamp_config()
+            stats = client.probe.esamp_stats_or_none()
+            config = config_of(stats)
             server_facts = {"base_url": base, "model_path": model_path, "self_started": bool(args.model),
                             "warm_start": config.get("warm_start"), "esamp_config": config,
-                            "cpu_fp32_gemm": _cpu_fp32_gemm(client.probe)}
+                            "cpu_fp32_gemm": cpu_fp32_gemm_of(stats)}   # so a folder records how it was served
             if args.workers > 1:
                 server_facts["workers"] = bases
             accepted = runner.precheck(methods)
@@ -290,9 +292,3 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     return 0
 
-
-def _cpu_fp32_gemm(probe) -> bool:
-    """Whether the server computes its bf16 CPU GEMMs in fp32 (runtime.cpu_gemm; same numbers up to summation order),
-    so a folder records how its arms were served."""
-    ranks = (probe.esamp_stats_or_none() or {}).get("ranks") or [{}]
-    return ranks[0].get("cpu_fp32_gemm") is not None
