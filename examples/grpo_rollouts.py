@@ -7,7 +7,7 @@ One Engine serves both arms, through the same sampler, so the only difference is
   plain  ``esamp: {"beta": 0, "logprobs": "sampled"}``   -- ESamp's sampler with no shift (= the LLM's filtered
                                                           distribution), seeded, on-policy logprobs
   esamp  ``esamp: {"beta": B, "init": I, "logprobs": "sampled"}``  -- the n rollouts of a prompt share one distiller
-Defaults: docs/quality.md's setting for maths (beta 0.8, random init, behind T 0.8 / top-p 0.95 / min-p 0.1, for
+Defaults: the authors' setting for maths (beta 0.8, random init, behind T 0.8 / top-p 0.95 / min-p 0.1, for
 both arms); the warm start only with ``--init warm``. A trainer on these rollouts: examples/trl_grpo.py.
 Every request carries ``sampling_seed`` (one per prompt), so a rollout batch can be regenerated exactly; the
 returned token logprobs are those of the distribution each token was drawn from (what a trainer's importance
@@ -32,7 +32,8 @@ def parse_args(argv=None):
     ap.add_argument("--task", choices=("gsm8k", "humaneval"), default="gsm8k")
     ap.add_argument("--prompts", type=int, default=6)
     ap.add_argument("--n", type=int, default=8)
-    # docs/quality.md's setting for maths (the authors'): beta 0.8, random init, behind T 0.8 / top-p 0.95 / min-p 0.1;
+    # the authors' setting for maths (docs/quality.md: it ties its filters alone): beta 0.8, random init,
+    # behind T 0.8 / top-p 0.95 / min-p 0.1;
     # the warm start is not advised on maths (GSM8K-100: -0.12 +- 0.05 pass@8)
     ap.add_argument("--beta", type=float, default=0.8)
     ap.add_argument("--init", choices=("random", "warm"), default="random",

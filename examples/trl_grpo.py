@@ -4,7 +4,7 @@
     python examples/trl_grpo.py --beta 0                 # plain rollouts through the same seeded sampler
     python examples/trl_grpo.py --url http://127.0.0.1:30000 --wandb   # a running server; W&B offline
 
-Defaults: docs/quality.md's setting for maths (beta 0.8, random init, behind T 0.8 / top-p 0.95 / min-p 0.1).
+Defaults: the authors' setting for maths (beta 0.8, random init, behind T 0.8 / top-p 0.95 / min-p 0.1).
 The task: sums of two digits (``sglang_esamp.rl.tasks``), reward 1 for the right number. Each step
 sends ``--prompts`` prompts with ``n = --n`` rollouts each to the server (``esamp: {"beta", "init",
 "logprobs": "sampled"}``, a ``sampling_seed`` per request), takes one GRPO step, and pushes the new weights back

@@ -33,6 +33,6 @@ def test_grpo_example_runs_both_arms_and_ends_clean(tmp_path):
             assert (s["esamp"]["steps"] > 0) == want_steps     # only the ESamp arm trains a distiller
             assert s["esamp"]["seed_stream"] in (0, 1)
             if want_steps:
-                assert s["esamp"]["init"] == "random"             # the default: docs/quality.md's maths setting
+                assert s["esamp"]["init"] == "random"             # the default: the authors' maths setting (docs/rl.md)
         assert abs(sum(s["advantage"] for s in samples)) < 1e-9     # group-normalised
         assert 1 <= results[arm]["table"][0]["distinct"] <= 2
